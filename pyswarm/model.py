@@ -1,0 +1,234 @@
+"""Layer 1: the data model. Dataclasses and enums only; no I/O, no imports from pyswarm.
+
+Task states follow swarmkit's order and only ever move forward.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from dataclasses import dataclass, field
+
+# Labels put on every container we create, so that the manager can rebuild its view from the engines.
+LABEL_SERVICE_ID = "com.pyswarm.service.id"
+LABEL_SERVICE_NAME = "com.pyswarm.service.name"
+LABEL_TASK_ID = "com.pyswarm.task.id"
+LABEL_SLOT = "com.pyswarm.task.slot"
+LABEL_NODE_ID = "com.pyswarm.node.id"
+LABEL_CLUSTER_ID = "com.pyswarm.cluster.id"
+
+
+class TaskState(enum.Enum):
+    NEW = "new"
+    PENDING = "pending"
+    ASSIGNED = "assigned"
+    PREPARING = "preparing"
+    STARTING = "starting"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    SHUTDOWN = "shutdown"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    ORPHANED = "orphaned"
+
+    @property
+    def rank(self) -> int:
+        return _STATE_ORDER[self]
+
+    @property
+    def terminal(self) -> bool:
+        return self.rank > TaskState.RUNNING.rank
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, TaskState):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, TaskState):
+            return NotImplemented
+        return self.rank <= other.rank
+
+
+_STATE_ORDER = {state: index for index, state in enumerate(TaskState)}
+
+
+class NodeStatus(enum.Enum):
+    UNKNOWN = "unknown"
+    READY = "ready"
+    DOWN = "down"
+
+
+class Availability(enum.Enum):
+    ACTIVE = "active"
+    PAUSE = "pause"
+    DRAIN = "drain"
+
+
+class NodeRole(enum.Enum):
+    MANAGER = "manager"
+    WORKER = "worker"
+
+
+class ServiceMode(enum.Enum):
+    REPLICATED = "replicated"
+    GLOBAL = "global"
+
+
+class Protocol(enum.Enum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class PublishMode(enum.Enum):
+    INGRESS = "ingress"
+    HOST = "host"
+
+
+class RestartCondition(enum.Enum):
+    ANY = "any"
+    ON_FAILURE = "on-failure"
+    NONE = "none"
+
+
+class ConstraintOp(enum.Enum):
+    EQ = "=="
+    NE = "!="
+
+
+@dataclass(frozen=True)
+class PortConfig:
+    published: int
+    target: int
+    protocol: Protocol = Protocol.TCP
+    mode: PublishMode = PublishMode.INGRESS
+
+    def __str__(self) -> str:
+        text = f"*:{self.published}->{self.target}/{self.protocol.value}"
+        return text if self.mode is PublishMode.INGRESS else f"{text} (host)"
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """`key op value`, e.g. node.hostname==node-01 or node.labels.zone!=east."""
+
+    key: str
+    op: ConstraintOp
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.key}{self.op.value}{self.value}"
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    condition: RestartCondition = RestartCondition.ANY
+    delay: float = 5.0
+    max_attempts: int = 0  # 0 means unlimited, as in swarm
+    window: float = 0.0  # 0 means attempts are counted over the task's whole life
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    image: str
+    mode: ServiceMode = ServiceMode.REPLICATED
+    replicas: int = 1
+    command: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: tuple[PortConfig, ...] = ()
+    constraints: tuple[Constraint, ...] = ()
+    placement_prefs: tuple[str, ...] = ()  # label keys, from `spread=node.labels.KEY`
+    max_replicas_per_node: int = 0  # 0 means unlimited
+    restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
+    stop_grace_period: float = 10.0
+    force_update: int = 0  # bumped by `service update --force` to replace every task
+
+    def ingress_ports(self) -> tuple[PortConfig, ...]:
+        return tuple(p for p in self.ports if p.mode is PublishMode.INGRESS)
+
+
+@dataclass
+class Service:
+    id: str
+    spec: ServiceSpec
+    version: int = 1
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+
+@dataclass
+class Node:
+    id: str
+    hostname: str
+    engine_url: str
+    addr: str  # the address other nodes and clients reach this node at
+    role: NodeRole = NodeRole.WORKER
+    availability: Availability = Availability.ACTIVE
+    status: NodeStatus = NodeStatus.UNKNOWN
+    labels: dict[str, str] = field(default_factory=dict)
+    engine_id: str = ""
+    engine_version: str = ""
+    leader: bool = False
+    status_message: str = ""
+    # Ingress: None until the first sync; then whether the node's rules match the cluster's.
+    ingress_synced: bool | None = None
+    ingress_error: str = ""
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+
+    @property
+    def schedulable(self) -> bool:
+        return self.status is NodeStatus.READY and self.availability is Availability.ACTIVE
+
+
+@dataclass
+class Task:
+    id: str
+    service_id: str
+    slot: int  # 1..N for replicated services; 0 for global services (keyed by node)
+    node_id: str = ""
+    desired_state: TaskState = TaskState.RUNNING
+    state: TaskState = TaskState.NEW
+    message: str = ""
+    error: str = ""
+    container_id: str = ""
+    # container port/protocol -> host port the engine chose ("80/tcp" -> 32768); endpoints for the mesh.
+    host_ports: dict[str, int] = field(default_factory=dict)
+    spec_version: int = 1
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    state_changed_at: float = field(default_factory=time.time)
+
+    @property
+    def active(self) -> bool:
+        """Counts toward a service's replicas: wanted running and not yet ended."""
+        return self.desired_state is TaskState.RUNNING and not self.state.terminal
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One running task's published port, as the mesh forwards to it."""
+
+    node_addr: str
+    host_port: int
+    task_id: str
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    """What an engine reports about one of our containers."""
+
+    id: str
+    name: str
+    labels: dict[str, str]
+    status: str  # docker's: created, running, exited, dead, removing, paused, restarting
+    exit_code: int = 0
+    error: str = ""
+    host_ports: dict[str, int] = field(default_factory=dict)
+    started_at: str = ""
+
+    @property
+    def task_id(self) -> str:
+        return self.labels.get(LABEL_TASK_ID, "")
