@@ -196,7 +196,9 @@ class Task:
     container_id: str = ""
     # container port/protocol -> host port the engine chose ("80/tcp" -> 32768); endpoints for the mesh.
     host_ports: dict[str, int] = field(default_factory=dict)
-    spec_version: int = 1
+    spec_version: int = 1  # the service version this task was made from
+    spec_digest: str = ""  # digest of the task-affecting part of the spec; a change means replace
+    container_addr: str = ""  # the container's IP on its node's bridge
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     state_changed_at: float = field(default_factory=time.time)
@@ -214,6 +216,9 @@ class Endpoint:
     node_addr: str
     host_port: int
     task_id: str
+    # Set for the task's own node: there the mesh DNATs straight to the container.
+    container_addr: str = ""
+    target_port: int = 0
 
 
 @dataclass(frozen=True)
@@ -228,6 +233,7 @@ class ContainerInfo:
     error: str = ""
     host_ports: dict[str, int] = field(default_factory=dict)
     started_at: str = ""
+    container_addr: str = ""
 
     @property
     def task_id(self) -> str:
