@@ -179,6 +179,10 @@ class Node:
     updated_at: float = field(default_factory=time.time)
 
     @property
+    def ready(self) -> bool:
+        return self.status is NodeStatus.READY
+
+    @property
     def schedulable(self) -> bool:
         return self.status is NodeStatus.READY and self.availability is Availability.ACTIVE
 
@@ -238,3 +242,35 @@ class ContainerInfo:
     @property
     def task_id(self) -> str:
         return self.labels.get(LABEL_TASK_ID, "")
+
+
+@dataclass(frozen=True)
+class PortBinding:
+    """How a container port is bound on its node: host_port 0 lets the engine choose one."""
+
+    target: int
+    protocol: Protocol
+    host_port: int = 0
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything an engine needs to run one task's container."""
+
+    name: str
+    image: str
+    command: tuple[str, ...]
+    env: tuple[str, ...]
+    labels: dict[str, str]
+    ports: tuple[PortBinding, ...]
+    stop_timeout: int = 10
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    id: str
+    hostname: str
+    version: str
+    api_version: str = ""
+    ncpu: int = 0
+    memory: int = 0

@@ -1,0 +1,194 @@
+"""Model values to and from plain JSON-able dicts (for the store and the API). Pure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyswarm.model import (
+    Availability,
+    Constraint,
+    ConstraintOp,
+    Node,
+    NodeRole,
+    NodeStatus,
+    PortConfig,
+    Protocol,
+    PublishMode,
+    RestartCondition,
+    RestartPolicy,
+    Service,
+    ServiceMode,
+    ServiceSpec,
+    Task,
+    TaskState,
+)
+
+
+def spec_to_dict(spec: ServiceSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "image": spec.image,
+        "mode": spec.mode.value,
+        "replicas": spec.replicas,
+        "command": list(spec.command),
+        "env": list(spec.env),
+        "labels": dict(spec.labels),
+        "ports": [
+            {"published": p.published, "target": p.target, "protocol": p.protocol.value, "mode": p.mode.value}
+            for p in spec.ports
+        ],
+        "constraints": [str(c) for c in spec.constraints],
+        "placement_prefs": list(spec.placement_prefs),
+        "max_replicas_per_node": spec.max_replicas_per_node,
+        "restart_policy": {
+            "condition": spec.restart_policy.condition.value,
+            "delay": spec.restart_policy.delay,
+            "max_attempts": spec.restart_policy.max_attempts,
+            "window": spec.restart_policy.window,
+        },
+        "stop_grace_period": spec.stop_grace_period,
+        "force_update": spec.force_update,
+    }
+
+
+def spec_from_dict(data: dict[str, Any]) -> ServiceSpec:
+    restart = data.get("restart_policy") or {}
+    return ServiceSpec(
+        name=data["name"],
+        image=data["image"],
+        mode=ServiceMode(data.get("mode", "replicated")),
+        replicas=int(data.get("replicas", 1)),
+        command=tuple(data.get("command") or ()),
+        env=tuple(data.get("env") or ()),
+        labels=dict(data.get("labels") or {}),
+        ports=tuple(
+            PortConfig(
+                published=int(p["published"]),
+                target=int(p["target"]),
+                protocol=Protocol(p.get("protocol", "tcp")),
+                mode=PublishMode(p.get("mode", "ingress")),
+            )
+            for p in data.get("ports") or ()
+        ),
+        constraints=tuple(_constraint(text) for text in data.get("constraints") or ()),
+        placement_prefs=tuple(data.get("placement_prefs") or ()),
+        max_replicas_per_node=int(data.get("max_replicas_per_node", 0)),
+        restart_policy=RestartPolicy(
+            condition=RestartCondition(restart.get("condition", "any")),
+            delay=float(restart.get("delay", 5.0)),
+            max_attempts=int(restart.get("max_attempts", 0)),
+            window=float(restart.get("window", 0.0)),
+        ),
+        stop_grace_period=float(data.get("stop_grace_period", 10.0)),
+        force_update=int(data.get("force_update", 0)),
+    )
+
+
+def _constraint(text: str) -> Constraint:
+    op = ConstraintOp.NE if "!=" in text else ConstraintOp.EQ
+    key, _, value = text.partition(op.value)
+    return Constraint(key=key, op=op, value=value)
+
+
+def service_to_dict(service: Service) -> dict[str, Any]:
+    return {
+        "id": service.id,
+        "version": service.version,
+        "created_at": service.created_at,
+        "updated_at": service.updated_at,
+        "spec": spec_to_dict(service.spec),
+    }
+
+
+def service_from_dict(data: dict[str, Any]) -> Service:
+    return Service(
+        id=data["id"],
+        spec=spec_from_dict(data["spec"]),
+        version=int(data["version"]),
+        created_at=float(data["created_at"]),
+        updated_at=float(data["updated_at"]),
+    )
+
+
+def node_to_dict(node: Node) -> dict[str, Any]:
+    return {
+        "id": node.id,
+        "hostname": node.hostname,
+        "engine_url": node.engine_url,
+        "addr": node.addr,
+        "role": node.role.value,
+        "availability": node.availability.value,
+        "status": node.status.value,
+        "labels": dict(node.labels),
+        "engine_id": node.engine_id,
+        "engine_version": node.engine_version,
+        "leader": node.leader,
+        "status_message": node.status_message,
+        "ingress_synced": node.ingress_synced,
+        "ingress_error": node.ingress_error,
+        "created_at": node.created_at,
+        "updated_at": node.updated_at,
+    }
+
+
+def node_from_dict(data: dict[str, Any]) -> Node:
+    return Node(
+        id=data["id"],
+        hostname=data["hostname"],
+        engine_url=data["engine_url"],
+        addr=data["addr"],
+        role=NodeRole(data["role"]),
+        availability=Availability(data["availability"]),
+        status=NodeStatus(data["status"]),
+        labels=dict(data.get("labels") or {}),
+        engine_id=data.get("engine_id", ""),
+        engine_version=data.get("engine_version", ""),
+        leader=bool(data.get("leader", False)),
+        status_message=data.get("status_message", ""),
+        ingress_synced=data.get("ingress_synced"),
+        ingress_error=data.get("ingress_error", ""),
+        created_at=float(data.get("created_at", 0.0)),
+        updated_at=float(data.get("updated_at", 0.0)),
+    )
+
+
+def task_to_dict(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "service_id": task.service_id,
+        "slot": task.slot,
+        "node_id": task.node_id,
+        "desired_state": task.desired_state.value,
+        "state": task.state.value,
+        "message": task.message,
+        "error": task.error,
+        "container_id": task.container_id,
+        "host_ports": dict(task.host_ports),
+        "spec_version": task.spec_version,
+        "spec_digest": task.spec_digest,
+        "container_addr": task.container_addr,
+        "created_at": task.created_at,
+        "updated_at": task.updated_at,
+        "state_changed_at": task.state_changed_at,
+    }
+
+
+def task_from_dict(data: dict[str, Any]) -> Task:
+    return Task(
+        id=data["id"],
+        service_id=data["service_id"],
+        slot=int(data["slot"]),
+        node_id=data.get("node_id", ""),
+        desired_state=TaskState(data["desired_state"]),
+        state=TaskState(data["state"]),
+        message=data.get("message", ""),
+        error=data.get("error", ""),
+        container_id=data.get("container_id", ""),
+        host_ports={k: int(v) for k, v in (data.get("host_ports") or {}).items()},
+        spec_version=int(data.get("spec_version", 1)),
+        spec_digest=data.get("spec_digest", ""),
+        container_addr=data.get("container_addr", ""),
+        created_at=float(data.get("created_at", 0.0)),
+        updated_at=float(data.get("updated_at", 0.0)),
+        state_changed_at=float(data.get("state_changed_at", 0.0)),
+    )

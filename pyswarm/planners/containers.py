@@ -1,0 +1,91 @@
+"""What container a task runs as, and which endpoints the mesh forwards to. Pure: data in, data out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from pyswarm.model import (
+    LABEL_CLUSTER_ID,
+    LABEL_NODE_ID,
+    LABEL_SERVICE_ID,
+    LABEL_SERVICE_NAME,
+    LABEL_SLOT,
+    LABEL_TASK_ID,
+    ContainerSpec,
+    Endpoint,
+    Node,
+    PortBinding,
+    PublishMode,
+    Service,
+    Task,
+    TaskState,
+)
+
+
+def task_name(service: Service, task: Task) -> str:
+    """`web.1` for replicated tasks; global tasks are named after their node, as in swarm."""
+    return f"{service.spec.name}.{task.slot if task.slot else task.node_id}"
+
+
+def container_spec(service: Service, task: Task, cluster_id: str) -> ContainerSpec:
+    spec = service.spec
+    labels = dict(spec.labels)
+    labels.update(
+        {
+            LABEL_CLUSTER_ID: cluster_id,
+            LABEL_SERVICE_ID: service.id,
+            LABEL_SERVICE_NAME: spec.name,
+            LABEL_TASK_ID: task.id,
+            LABEL_SLOT: str(task.slot),
+            LABEL_NODE_ID: task.node_id,
+        }
+    )
+    # Ingress ports go on an ephemeral host port that the mesh forwards to; host-mode ports bind as given.
+    ports = tuple(
+        PortBinding(
+            target=p.target, protocol=p.protocol, host_port=p.published if p.mode is PublishMode.HOST else 0
+        )
+        for p in spec.ports
+    )
+    return ContainerSpec(
+        name=f"{task_name(service, task)}.{task.id}",
+        image=spec.image,
+        command=spec.command,
+        env=spec.env,
+        labels=labels,
+        ports=ports,
+        stop_timeout=max(0, int(spec.stop_grace_period)),
+    )
+
+
+def endpoints(
+    service: Service, tasks: Iterable[Task], nodes: Mapping[str, Node]
+) -> dict[tuple[int, str], tuple[Endpoint, ...]]:
+    """(published port, protocol) -> running endpoints. Only running tasks wanted running, on Ready nodes."""
+    result: dict[tuple[int, str], list[Endpoint]] = {
+        (p.published, p.protocol.value): [] for p in service.spec.ingress_ports()
+    }
+    if not result:
+        return {}
+    for task in tasks:
+        node = nodes.get(task.node_id)
+        if (
+            task.state is not TaskState.RUNNING
+            or task.desired_state is not TaskState.RUNNING
+            or node is None
+            or not node.ready
+        ):
+            continue
+        for port in service.spec.ingress_ports():
+            host_port = task.host_ports.get(f"{port.target}/{port.protocol.value}")
+            if host_port:
+                result[(port.published, port.protocol.value)].append(
+                    Endpoint(
+                        node_addr=node.addr,
+                        host_port=host_port,
+                        task_id=task.id,
+                        container_addr=task.container_addr,
+                        target_port=port.target,
+                    )
+                )
+    return {key: tuple(sorted(value, key=lambda e: e.task_id)) for key, value in result.items()}
