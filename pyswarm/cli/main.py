@@ -6,6 +6,8 @@ import click
 
 from pyswarm import __version__
 from pyswarm.cli.lab_cmds import lab
+from pyswarm.cli.service_cmds import service
+from pyswarm.cli.swarm_cmds import info_cmd, manager_cmd, network, node, swarm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,8 +16,13 @@ def cli() -> None:
     """Docker swarm mode, rebuilt in Python, on real Docker Engines."""
 
 
-cli.add_command(lab)
+for command in (swarm, node, service, info_cmd, network, manager_cmd, lab):
+    cli.add_command(command)
 
 
 def main() -> None:
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -422,14 +422,15 @@ class MemoryEngine:
         yield f"log line from {container_id[:12]}\n".encode()
 
     def close(self) -> None:
-        with self._lock:
-            for inbox in self._subscribers:
-                inbox.put(None)
+        """Clients share this one engine object, so closing a client leaves the engine as it is."""
 
     def set_down(self, down: bool) -> None:
+        """Test helper: the node goes away (or comes back); open event streams end, as over a cut link."""
         self.state.down = down
         if down:
-            self.close()
+            with self._lock:
+                for inbox in self._subscribers:
+                    inbox.put(None)
 
     def _check_up(self) -> None:
         if self.state.down:

@@ -1,0 +1,3 @@
+from pyswarm.cli.main import main
+
+main()

@@ -1,0 +1,44 @@
+"""Tables and times the way the docker CLI shows them, drawn with rich."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False, soft_wrap=True)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    grid = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", padding=(0, 3, 0, 0))
+    for column in columns:
+        grid.add_column(column, no_wrap=True, overflow="ignore")
+    for row in rows:
+        grid.add_row(*row)
+    console.print(grid)
+
+
+def ago(timestamp: float, now: float | None = None) -> str:
+    """Docker's humanised durations: "8 seconds ago", "About a minute ago", "3 hours ago"."""
+    seconds = max(0.0, (now or time.time()) - timestamp)
+    if seconds < 1:
+        return "Less than a second ago"
+    if seconds < 60:
+        return f"{int(seconds)} second{'s' if int(seconds) != 1 else ''} ago"
+    minutes = seconds / 60
+    if minutes < 2:
+        return "About a minute ago"
+    if minutes < 60:
+        return f"{int(minutes)} minutes ago"
+    hours = minutes / 60
+    if hours < 2:
+        return "About an hour ago"
+    if hours < 48:
+        return f"{int(hours)} hours ago"
+    return f"{int(hours / 24)} days ago"
+
+
+def short(identifier: str) -> str:
+    return identifier[:12]

@@ -1,0 +1,504 @@
+"""`swarm`, `node`, `info`, `network` and `manager`: the cluster-level verbs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+
+from pyswarm.cli.client import Api, fail, print_json, remove_client_config, save_client_config
+from pyswarm.cli.render import console, short, table
+from pyswarm.drivers.engine import DockerEngine, EngineError, validate_engine_url
+from pyswarm.manager.core import Manager, ManagerError, Settings
+from pyswarm.manager.daemon import (
+    LOG_FILE,
+    NODE_FILE,
+    PID_FILE,
+    data_dir,
+    read_json,
+    save_settings,
+    serve,
+    write_private_json,
+)
+from pyswarm.manager.store import StoreError
+from pyswarm.model import parse
+
+# --- swarm ---------------------------------------------------------------------------------------------
+
+
+def local_engine_url() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def _split_addr(text: str, default_port: int = 2377) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, str(default_port)
+    try:
+        socket.inet_aton(host) if host.count(".") == 3 else None
+    except OSError:
+        fail(f"invalid address {text!r}")
+    if not host:
+        fail(f"invalid address {text!r}: expected HOST[:PORT]")
+    return host, parse.port_number(port, "port") if port else default_port
+
+
+def _primary_ip() -> str:
+    """The address this host uses for its default route (no packet is sent by a UDP connect)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect(("192.0.2.1", 9))
+        return str(probe.getsockname()[0])
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        probe.close()
+
+
+def _source_addr_towards(host: str, port: int) -> str:
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.connect((host, port))
+        return str(probe.getsockname()[0])
+    finally:
+        probe.close()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def _manager_pid(directory: Path) -> int | None:
+    try:
+        pid = int((directory / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _start_daemon(directory: Path) -> subprocess.Popen[bytes]:
+    log = open(directory / LOG_FILE, "ab")  # noqa: SIM115 - handed to the daemon process
+    os.chmod(directory / LOG_FILE, 0o600)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pyswarm.cli.main", "manager", "--data-dir", str(directory)],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+    )
+
+
+def _wait_api(host: str, token: str, process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process is not None and process.poll() is not None:
+            fail(f"the manager exited at start (code {process.returncode}); see {data_dir() / LOG_FILE}")
+        try:
+            response = httpx.get(f"{host}/info", headers={"Authorization": f"Bearer {token}"}, timeout=2)
+            if response.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    fail(f"the manager did not answer at {host} within {timeout:.0f}s; see {data_dir() / LOG_FILE}")
+
+
+@click.group()
+def swarm() -> None:
+    """Manage the swarm: init, join, join-token, leave."""
+
+
+@swarm.command("init")
+@click.option("--listen-addr", default="0.0.0.0:2377", show_default=True, help="Address the API listens on.")
+@click.option("--advertise-addr", default=None, help="Address other nodes and clients use (default: from --listen-addr).")
+@click.option("--availability", default="active", type=click.Choice(["active", "pause", "drain"]),
+              help="Availability of this node (drain: manager only).")
+@click.option("--engine", "engine_url", default=None, help="This node's engine (default: DOCKER_HOST or the local socket).")
+@click.option("--heartbeat", default="1s", show_default=True, help="Engine heartbeat period; a node is Down after 3 misses.")
+def swarm_init(listen_addr: str, advertise_addr: str | None, availability: str, engine_url: str | None,
+               heartbeat: str) -> None:
+    """Initialise a swarm: this node becomes its manager (and, by default, a worker too)."""
+    directory = data_dir()
+    if read_json(directory / NODE_FILE):
+        fail("This node is already part of a swarm. Use `pyswarm swarm leave` to leave this swarm and join another one.")
+    listen_host, listen_port = _split_addr(listen_addr)
+    if advertise_addr:
+        advertise_host, _ = _split_addr(advertise_addr, listen_port)
+    else:
+        advertise_host = listen_host if listen_host != "0.0.0.0" else _primary_ip()
+    engine_url = engine_url or local_engine_url()
+    try:
+        validate_engine_url(engine_url)
+    except ValueError as exc:
+        fail(str(exc))
+    settings = Settings(data_dir=directory, advertise_addr=advertise_host, listen_port=listen_port,
+                        heartbeat=parse.duration(heartbeat))
+    try:
+        manager = Manager(settings)
+        node = manager.initialise(engine_url, advertise_host, parse.availability(availability))
+    except (ManagerError, StoreError) as exc:
+        fail(exc.message if isinstance(exc, ManagerError) else str(exc))
+    token_client, token_worker = manager.meta["token_client"], manager.meta["token_worker"]
+    manager.store.close()
+    save_settings(settings, listen_host)
+    host = f"http://{advertise_host}:{listen_port}"
+    process = _start_daemon(directory)
+    _wait_api(host, token_client, process)
+    write_private_json(directory / NODE_FILE, {"role": "manager", "node_id": node.id, "manager": host})
+    save_client_config(host, token_client)
+    click.echo(f"Swarm initialized: current node ({node.id}) is now a manager.\n")
+    click.echo("To add a worker to this swarm, run the following command:\n")
+    click.echo(f"    pyswarm swarm join --token {token_worker} {advertise_host}:{listen_port}\n")
+    click.echo("To add a manager to this swarm, run 'pyswarm swarm join-token manager' and follow the instructions.")
+
+
+@swarm.command("join")
+@click.option("--token", required=True, help="Join token (worker or manager).")
+@click.option("--advertise-engine", default=None,
+              help="URL the manager uses to reach this node's engine: ssh://user@host or tcp://host:2376.")
+@click.argument("remote_addr")
+def swarm_join(token: str, advertise_engine: str | None, remote_addr: str) -> None:
+    """Join this node's engine to a swarm."""
+    directory = data_dir()
+    if read_json(directory / NODE_FILE):
+        fail("This node is already part of a swarm. Use `pyswarm swarm leave` to leave this swarm and join another one.")
+    host, port = _split_addr(remote_addr)
+    try:
+        source = _source_addr_towards(host, port)
+    except OSError as exc:
+        fail(f"cannot route to the manager at {host}:{port}: {exc.strerror or exc}")
+    engine_url = advertise_engine or f"ssh://{_user()}@{source}"
+    try:
+        validate_engine_url(engine_url, insecure_tcp=engine_url.startswith("tcp://"))
+    except ValueError as exc:
+        fail(str(exc))
+    try:
+        local = DockerEngine(local_engine_url(), timeout=10)
+        engine_id = local.info().id
+        local.close()
+    except EngineError as exc:
+        fail(f"cannot read this node's engine at {local_engine_url()}: {exc}")
+    manager = f"http://{host}:{port}"
+    try:
+        response = httpx.post(
+            f"{manager}/swarm/join", json={"engine_url": engine_url, "engine_id": engine_id, "addr": source},
+            headers={"Authorization": f"Bearer {token}"}, timeout=60,
+        )
+    except httpx.TransportError as exc:
+        fail(f"cannot reach a manager at {host}:{port}: {exc}")
+    if response.status_code >= 400:
+        detail = response.json().get("detail") if response.headers.get("content-type", "").startswith("application/json") else response.text
+        if response.status_code == 401:
+            detail = "invalid join token"
+        fail(f"join refused: {detail}")
+    data = response.json()
+    write_private_json(directory / NODE_FILE, {
+        "role": data["role"], "node_id": data["node_id"], "manager": manager, "node_secret": data["node_secret"],
+    })
+    if data.get("client_token"):
+        save_client_config(manager, data["client_token"])
+    click.echo(f"This node joined a swarm as a {data['role']}.")
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+@swarm.command("join-token")
+@click.option("-q", "--quiet", is_flag=True, help="Only display the token.")
+@click.option("--rotate", is_flag=True, help="Rotate the join token (the old one stops working at once).")
+@click.argument("role", type=click.Choice(["worker", "manager"]))
+def swarm_join_token(quiet: bool, rotate: bool, role: str) -> None:
+    """Show or rotate a join token."""
+    api = Api()
+    data = api.post(f"/swarm/join-token/{role}/rotate") if rotate else api.get(f"/swarm/join-token/{role}")
+    info = api.get("/info")
+    if quiet:
+        click.echo(data["token"])
+        return
+    if rotate:
+        click.echo(f"Successfully rotated {role} join token.\n")
+    click.echo(f"To add a {role} to this swarm, run the following command:\n")
+    click.echo(f"    pyswarm swarm join --token {data['token']} {info['manager_addr']}\n")
+
+
+@swarm.command("leave")
+@click.option("-f", "--force", is_flag=True, help="Leave even as the manager: stops it and removes the swarm.")
+def swarm_leave(force: bool) -> None:
+    """Leave the swarm (on the manager: stop it)."""
+    directory = data_dir()
+    state = read_json(directory / NODE_FILE)
+    if not state:
+        fail("This node is not part of a swarm.")
+    if state.get("role") == "manager" and state.get("node_id") and (directory / "state.db").exists():
+        if not force:
+            fail("You are attempting to leave the swarm on a node that is its manager. Removing the last "
+                 "manager erases all current state of the swarm. Use `--force` to ignore this message.")
+        _stop_manager(directory)
+        for name in ("state.db", "state.db-wal", "state.db-shm", "manager.json", NODE_FILE):
+            (directory / name).unlink(missing_ok=True)
+        remove_client_config()
+        click.echo("Node left the swarm.")
+        return
+    try:
+        response = httpx.post(
+            f"{state['manager']}/swarm/leave", headers={"Authorization": f"Bearer {state.get('node_secret', '')}"},
+            timeout=10,
+        )
+        if response.status_code >= 400 and not force:
+            fail(f"the manager refused: {response.text}; use --force to leave anyway")
+    except httpx.TransportError as exc:
+        if not force:
+            fail(f"cannot reach the manager ({exc}); use --force to leave anyway")
+    (directory / NODE_FILE).unlink(missing_ok=True)
+    click.echo("Node left the swarm.")
+
+
+def _stop_manager(directory: Path) -> None:
+    config = read_json(directory / NODE_FILE) or {}
+    host = config.get("manager", "")
+    token = (read_json(Path(os.path.expanduser("~/.config/pyswarm/config.json"))) or {}).get("token", "")
+    # Remove every service first, so no container and no mesh rule outlives the swarm.
+    if host and token:
+        headers = {"Authorization": f"Bearer {token}"}
+        try:
+            for service in httpx.get(f"{host}/services", headers=headers, timeout=10).json():
+                httpx.delete(f"{host}/services/{service['id']}", headers=headers, timeout=10)
+            deadline = time.time() + 30
+            while time.time() < deadline and httpx.get(f"{host}/tasks", headers=headers, timeout=10).json():
+                time.sleep(0.3)
+        except (httpx.HTTPError, ValueError):
+            pass
+    pid = _manager_pid(directory)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.time() + 15
+        while _pid_alive(pid) and time.time() < deadline:
+            time.sleep(0.1)
+        if _pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+@click.command("manager")
+@click.option("--data-dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="State directory (default: PYSWARM_DATA_DIR or /var/lib/pyswarm).")
+def manager_cmd(directory: Path | None) -> None:
+    """Run the manager in the foreground (what `swarm init` starts in the background; use it under systemd)."""
+    try:
+        serve(directory or data_dir())
+    except (RuntimeError, StoreError) as exc:
+        fail(str(exc))
+
+
+# --- info ----------------------------------------------------------------------------------------------
+
+
+@click.command("info")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def info_cmd(fmt: str) -> None:
+    """Display swarm-wide information."""
+    api = Api()
+    info = api.get("/info")
+    nodes = api.get("/nodes")
+    if fmt == "json":
+        print_json({"info": info, "nodes": nodes})
+        return
+    me = next((n for n in nodes if n["id"] == info["node_id"]), None)
+    lines = [
+        f"Server Version: pyswarm {info['version']}",
+        f"Services: {info['services']}",
+        f"Tasks: {info['tasks']} (running: {info['running_tasks']})",
+        "Swarm: active",
+        f" NodeID: {info['node_id']}",
+        " Is Manager: true",
+        f" ClusterID: {info['cluster_id']}",
+        f" Managers: {info['managers']}",
+        f" Nodes: {info['nodes']}",
+        f" Heartbeat Period: {info['heartbeat']:g} seconds",
+        " Manager Addresses:",
+        f"  {info['manager_addr']}",
+        f" Node Address: {me['addr'] if me else ''}",
+        f"Name: {me['hostname'] if me else ''}",
+        f"Engine Version: {me['engine_version'] if me else ''}",
+        f"IsManager: Yes",
+        "Ingress: iptables routing mesh (kube-proxy style)",
+    ]
+    click.echo("\n".join(lines))
+
+
+# --- node ----------------------------------------------------------------------------------------------
+
+
+def _current_node_id() -> str:
+    return str((read_json(data_dir() / NODE_FILE) or {}).get("node_id", ""))
+
+
+def _node_status(node: dict[str, Any]) -> str:
+    return {"ready": "Ready", "down": "Down"}.get(node["status"], "Unknown")
+
+
+@click.group()
+def node() -> None:
+    """Manage swarm nodes."""
+
+
+@node.command("ls")
+@click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
+def node_ls(quiet: bool, fmt: str) -> None:
+    """List nodes in the swarm."""
+    nodes = Api().get("/nodes")
+    if fmt == "json":
+        print_json(nodes)
+        return
+    if quiet:
+        for item in nodes:
+            click.echo(item["id"])
+        return
+    me = _current_node_id()
+    rows = []
+    for item in nodes:
+        ident = item["id"][:25] + (" *" if item["id"] == me else "")
+        ingress = "" if item["ingress_synced"] is not False else "  (no ingress)"
+        rows.append([
+            ident, item["hostname"], _node_status(item), item["availability"].capitalize(),
+            "Leader" if item["leader"] else ("Reachable" if item["role"] == "manager" else ""),
+            item["engine_version"] + ingress,
+        ])
+    table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"], rows)
+
+
+@node.command("inspect")
+@click.option("--pretty", is_flag=True, help="Print the information in a human friendly format.")
+@click.argument("refs", nargs=-1, required=True)
+def node_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
+    """Display detailed information on one or more nodes."""
+    api = Api()
+    items = [api.get(f"/nodes/{_path(ref)}") for ref in refs]
+    if not pretty:
+        print_json(items)
+        return
+    for item in items:
+        click.echo(f"ID:\t\t\t{item['id']}\nHostname:\t\t{item['hostname']}\nStatus:\n State:\t\t\t"
+                   f"{_node_status(item)}\n Message:\t\t{item['status_message']}\n Availability:\t\t"
+                   f"{item['availability'].capitalize()}\n Address:\t\t{item['addr']}\nManager Status:\t\t"
+                   f"{'Leader' if item['leader'] else item['role']}\nEngine:\n URL:\t\t\t{item['engine_url']}\n"
+                   f" Version:\t\t{item['engine_version']}\nLabels:\t\t\t{item['labels']}\nIngress:\t\t"
+                   f"{_ingress_text(item)}\n")
+
+
+def _ingress_text(item: dict[str, Any]) -> str:
+    if item["ingress_synced"] is None:
+        return "not synced yet"
+    return "synced" if item["ingress_synced"] else f"NO INGRESS: {item['ingress_error']}"
+
+
+def _path(ref: str) -> str:
+    from urllib.parse import quote
+
+    if not ref or len(ref) > 256:
+        fail(f"invalid reference {ref[:40]!r}")
+    return quote(ref, safe="")
+
+
+@node.command("update")
+@click.option("--availability", type=click.Choice(["active", "pause", "drain"]), default=None)
+@click.option("--label-add", multiple=True, help="Add or update a node label (key=value).")
+@click.option("--label-rm", multiple=True, help="Remove a node label if exists.")
+@click.option("--role", type=click.Choice(["worker", "manager"]), default=None)
+@click.argument("ref")
+def node_update(availability: str | None, label_add: tuple[str, ...], label_rm: tuple[str, ...], role: str | None,
+                ref: str) -> None:
+    """Update a node."""
+    try:
+        labels = dict(parse.label(text) for text in label_add)
+        removed = [parse.label_key(key) for key in label_rm]
+    except parse.SpecError as exc:
+        fail(str(exc))
+    result = Api().post(f"/nodes/{_path(ref)}/update",
+                        {"availability": availability, "label_add": labels, "label_rm": removed, "role": role})
+    click.echo(result["id"])
+
+
+@node.command("rm")
+@click.option("-f", "--force", is_flag=True, help="Force-remove a node from the swarm.")
+@click.argument("refs", nargs=-1, required=True)
+def node_rm(force: bool, refs: tuple[str, ...]) -> None:
+    """Remove one or more nodes from the swarm."""
+    api = Api()
+    for ref in refs:
+        api.delete(f"/nodes/{_path(ref)}", params={"force": force})
+        click.echo(ref)
+
+
+@node.command("add")
+@click.option("--insecure-tcp", is_flag=True, help="Accept a tcp:// engine without TLS (prints a warning).")
+@click.argument("engine_url")
+def node_add(insecure_tcp: bool, engine_url: str) -> None:
+    """Add an engine from the manager side, with nothing run on the worker."""
+    try:
+        validate_engine_url(engine_url, insecure_tcp=insecure_tcp)
+    except ValueError as exc:
+        fail(str(exc))
+    if insecure_tcp and engine_url.startswith("tcp://"):
+        click.echo("WARNING: the engine is reached over TCP without TLS: anyone on the network can drive it.",
+                   err=True)
+    result = Api(timeout=60).post("/nodes", {"engine_url": engine_url, "insecure_tcp": insecure_tcp})
+    click.echo(result["id"])
+
+
+@node.command("ps")
+@click.argument("ref", default="self")
+def node_ps(ref: str) -> None:
+    """List tasks running on a node (default: this one)."""
+    from pyswarm.cli.service_cmds import print_tasks
+
+    if ref == "self":
+        ref = _current_node_id() or fail("this node is not in a swarm: name a node")
+    print_tasks(Api().get(f"/nodes/{_path(ref)}/tasks"), no_trunc=False)
+
+
+# --- network -------------------------------------------------------------------------------------------
+
+
+@click.group()
+def network() -> None:
+    """Networks: the swarm's ingress routing mesh and each node's local networks."""
+
+
+@network.command("ls")
+def network_ls() -> None:
+    """List networks."""
+    api = Api()
+    networks = api.get("/networks")
+    rows = [[short(n["id"]), n["name"], n["driver"], n["scope"]] for n in networks]
+    table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows)
+    if os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock"):
+        try:
+            local = DockerEngine(local_engine_url(), timeout=5)
+            for item in local.api.networks():
+                console.print(f"{item['Id'][:12]}   {item['Name']}   {item['Driver']}   {item['Scope']}")
+            local.close()
+        except EngineError:
+            pass
+
+
+@network.command("inspect")
+@click.argument("name")
+def network_inspect(name: str) -> None:
+    """Show the ingress network: per published port, its endpoints and which nodes have synced rules."""
+    networks = {n["name"]: n for n in Api().get("/networks")}
+    if name not in networks:
+        fail(f"network {name[:80]!r} not found")
+    print_json(networks[name])

@@ -1,0 +1,938 @@
+"""The manager: cluster state, the reconcile loop, and one agent per node.
+
+Decisions come from the pure planners (reconcile plan, scheduler, ingress rules); this module keeps the
+state, persists it, and carries the decisions out on the engines. One lock guards the state; engine I/O
+always happens outside it, on per-node worker pools.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import logging
+import secrets
+import string
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from pyswarm.drivers.engine import (
+    ContainerEvent,
+    DockerEngine,
+    Engine,
+    EngineError,
+    EngineUnreachable,
+    ImageNotFound,
+)
+from pyswarm.manager.store import Store
+from pyswarm.model import (
+    LABEL_TASK_ID,
+    Availability,
+    ContainerInfo,
+    EngineInfo,
+    Node,
+    NodeRole,
+    NodeStatus,
+    PublishMode,
+    Service,
+    ServiceMode,
+    ServiceSpec,
+    Task,
+    TaskState,
+)
+from pyswarm.model.parse import SpecError, check_port_conflicts
+from pyswarm.planners.containers import container_spec, endpoints, task_name
+from pyswarm.planners.reconcile import plan_service, task_spec_digest
+from pyswarm.planners.scheduler import schedule
+
+log = logging.getLogger("pyswarm.manager")
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+# Ports the mesh must never take over on every node: SSH is how the manager reaches the hosts.
+RESERVED_PORTS = frozenset({22})
+
+
+def new_id() -> str:
+    """25 lowercase alphanumerics, like swarm's object IDs."""
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(25))
+
+
+def new_token(kind: str) -> str:
+    return f"PSWTKN-1-{kind}-{secrets.token_hex(24)}"
+
+
+class ManagerError(Exception):
+    """A request the manager refuses; status is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Settings:
+    data_dir: Path
+    advertise_addr: str = "127.0.0.1"
+    listen_port: int = 2377
+    heartbeat: float = 1.0
+    heartbeat_misses: int = 3
+    resync_interval: float = 10.0
+    history_limit: int = 5
+    per_node_parallelism: int = 8  # below sshd's MaxSessions
+    engine_timeout: float = 30.0
+
+
+EngineFactory = Callable[[str, float], Engine]
+
+
+def docker_engine_factory(url: str, timeout: float) -> Engine:
+    return DockerEngine(url, timeout=timeout, connect_timeout=min(3.0, max(timeout, 0.5)))
+
+
+class IngressSync:
+    """Hook for the routing mesh; the manager calls it when endpoints or nodes change."""
+
+    def node_changed(self, node: Node) -> None: ...
+    def endpoints_changed(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class NodeAgent:
+    """What the manager keeps per node: engine clients, a worker pool, and liveness."""
+
+    node_id: str
+    url: str
+    pool: ThreadPoolExecutor
+    engine: Engine | None = None
+    heartbeat_engine: Engine | None = None
+    misses: int = 0
+    events_generation: int = 0
+    last_event_time: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    last_resync: float = 0.0
+
+
+class Manager:
+    def __init__(
+        self,
+        settings: Settings,
+        engine_factory: EngineFactory = docker_engine_factory,
+        store: Store | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine_factory = engine_factory
+        self.store = store or Store(settings.data_dir)
+        self.lock = threading.RLock()
+        snapshot = self.store.load()
+        self.meta = snapshot.meta
+        self.nodes: dict[str, Node] = snapshot.nodes
+        self.services: dict[str, Service] = snapshot.services
+        self.tasks: dict[str, Task] = snapshot.tasks
+        self.tasks_by_service: dict[str, dict[str, Task]] = {sid: {} for sid in self.services}
+        for task in self.tasks.values():
+            self.tasks_by_service.setdefault(task.service_id, {})[task.id] = task
+        self.agents: dict[str, NodeAgent] = {}
+        self.ingress: IngressSync = IngressSync()
+        self._inflight: set[str] = set()
+        self._removing: set[str] = set()
+        self._dirty_tasks: set[str] = set()
+        self._dirty_services: set[str] = set(self.services)
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._loop_thread: threading.Thread | None = None
+        self._next_wake: float | None = None
+        self.started_at = time.time()
+        self._adopted: set[str] = set()  # nodes whose containers were adopted since this start
+        self._changes = threading.Condition(self.lock)
+        self._change_counter = 0
+
+    # --- cluster identity and tokens ----------------------------------------------------------------
+
+    @property
+    def cluster_id(self) -> str:
+        return self.meta["cluster_id"]
+
+    def initialise(self, local_engine_url: str, advertise_addr: str, availability: Availability) -> Node:
+        """First start (`swarm init`): make the cluster and register this host's engine as Leader."""
+        with self.lock:
+            if "cluster_id" in self.meta:
+                raise ManagerError(409, "this node is already part of a swarm")
+            meta = {
+                "cluster_id": new_id(),
+                "created_at": str(time.time()),
+                "token_worker": new_token("w"),
+                "token_manager": new_token("m"),
+                "token_client": new_token("c"),
+            }
+        info = self._probe_engine(local_engine_url)
+        node = Node(
+            id=new_id(),
+            hostname=info.hostname,
+            engine_url=local_engine_url,
+            addr=advertise_addr,
+            role=NodeRole.MANAGER,
+            availability=availability,
+            status=NodeStatus.UNKNOWN,
+            engine_id=info.id,
+            engine_version=info.version,
+            leader=True,
+        )
+        meta["local_node_id"] = node.id
+        with self.lock:
+            self.store.write(meta=meta, nodes=[node])
+            self.meta.update(meta)
+            self.nodes[node.id] = node
+        return node
+
+    def token_role(self, presented: str) -> str | None:
+        """Which credential a bearer token is: client, manager, worker, node:<id>, or None. Constant time."""
+        presented_bytes = presented.encode()
+        found: str | None = None
+        for role in ("client", "manager", "worker"):
+            expected = self.meta.get(f"token_{role}", "")
+            if expected and hmac.compare_digest(presented_bytes, expected.encode()):
+                found = role
+        for node in list(self.nodes.values()):
+            secret = self.meta.get(f"node_secret_{node.id}", "")
+            if secret and hmac.compare_digest(presented_bytes, secret.encode()):
+                found = f"node:{node.id}"
+        return found
+
+    def join_token(self, role: str, rotate: bool) -> str:
+        if role not in ("worker", "manager"):
+            raise ManagerError(400, f"unknown role {role!r}: expected worker or manager")
+        with self.lock:
+            if rotate:
+                token = new_token(role[0])
+                self.store.write(meta={f"token_{role}": token})
+                self.meta[f"token_{role}"] = token
+            return self.meta[f"token_{role}"]
+
+    # --- nodes -------------------------------------------------------------------------------------
+
+    def _probe_engine(self, url: str) -> EngineInfo:
+        try:
+            engine = self.engine_factory(url, min(self.settings.engine_timeout, 15.0))
+        except EngineError as exc:
+            raise ManagerError(502, f"cannot reach engine {url}: {exc}") from None
+        try:
+            return engine.info()
+        except EngineError as exc:
+            raise ManagerError(502, f"engine {url} did not answer: {exc}") from None
+        finally:
+            engine.close()
+
+    def add_node(
+        self, engine_url: str, addr: str, expected_engine_id: str | None, role: NodeRole = NodeRole.WORKER
+    ) -> tuple[Node, str]:
+        """Register an engine (`swarm join` or `node add`). Returns the node and its own secret."""
+        info = self._probe_engine(engine_url)
+        if expected_engine_id is not None and not hmac.compare_digest(info.id, expected_engine_id):
+            raise ManagerError(
+                403,
+                f"engine at {engine_url} is not the engine that asked to join (engine ID differs): "
+                "check --advertise-engine",
+            )
+        with self.lock:
+            for existing in self.nodes.values():
+                if existing.engine_id == info.id:
+                    if existing.status is NodeStatus.DOWN or existing.engine_url == engine_url:
+                        # A re-join of a known engine: refresh its address, keep its identity.
+                        existing.engine_url, existing.addr = engine_url, addr
+                        existing.role = role if not existing.leader else existing.role
+                        existing.updated_at = time.time()
+                        self.store.write(nodes=[existing])
+                        self._start_agent(existing)
+                        return existing, self.meta.get(f"node_secret_{existing.id}", "")
+                    raise ManagerError(409, f"engine {info.id[:12]} is already in the swarm as {existing.hostname}")
+            node = Node(
+                id=new_id(),
+                hostname=info.hostname,
+                engine_url=engine_url,
+                addr=addr,
+                role=role,
+                engine_id=info.id,
+                engine_version=info.version,
+            )
+            secret = new_token("n")
+            self.store.write(nodes=[node], meta={f"node_secret_{node.id}": secret})
+            self.meta[f"node_secret_{node.id}"] = secret
+            self.nodes[node.id] = node
+            self._start_agent(node)
+            self._dirty_services.update(self.services)
+        self._notify()
+        return node, secret
+
+    def find_node(self, ref: str) -> Node:
+        with self.lock:
+            if ref in self.nodes:
+                return self.nodes[ref]
+            matches = [n for n in self.nodes.values() if n.hostname == ref] or [
+                n for n in self.nodes.values() if n.id.startswith(ref)
+            ]
+            if len(matches) == 1 and ref:
+                return matches[0]
+            if len(matches) > 1:
+                raise ManagerError(409, f"node {ref!r} is ambiguous ({len(matches)} matches)")
+            raise ManagerError(404, f"node {ref[:80]!r} not found")
+
+    def update_node(
+        self,
+        ref: str,
+        availability: Availability | None = None,
+        label_add: dict[str, str] | None = None,
+        label_rm: list[str] | None = None,
+        role: NodeRole | None = None,
+    ) -> Node:
+        with self.lock:
+            node = self.find_node(ref)
+            updated = replace(node, labels=dict(node.labels), updated_at=time.time())
+            if availability is not None:
+                updated.availability = availability
+            for key in label_rm or ():
+                if key not in updated.labels:
+                    raise ManagerError(400, f"label {key!r} is not set on node {node.hostname}")
+                del updated.labels[key]
+            updated.labels.update(label_add or {})
+            if role is not None:
+                if node.leader and role is NodeRole.WORKER:
+                    raise ManagerError(400, "the leader cannot be demoted: it is the only manager")
+                updated.role = role
+            self.store.write(nodes=[updated])
+            self.nodes[node.id] = updated
+            self._dirty_services.update(self.services)
+        self._notify()
+        return updated
+
+    def remove_node(self, ref: str, force: bool) -> None:
+        with self.lock:
+            node = self.find_node(ref)
+            if node.leader:
+                raise ManagerError(400, f"node {node.hostname} is the leader; use `swarm leave --force` on it")
+            if node.status is NodeStatus.READY and not force:
+                raise ManagerError(
+                    400,
+                    f"node {node.hostname} is not down and can't be removed: run `swarm leave` on it, "
+                    "or use --force",
+                )
+            agent = self.agents.pop(node.id, None)
+            orphaned = [t for t in self.tasks.values() if t.node_id == node.id and not t.state.terminal]
+            for task in orphaned:
+                self._set_state(task, TaskState.ORPHANED, "node removed")
+                task.desired_state = TaskState.SHUTDOWN
+            self.store.write(delete_nodes=[node.id], tasks=orphaned)
+            del self.nodes[node.id]
+            self._dirty_services.update(self.services)
+        if agent is not None:
+            self._stop_agent(agent)
+        self._notify()
+
+    def node_left(self, node_id: str) -> None:
+        """A worker ran `swarm leave`: it stays listed, Down, as in swarm."""
+        with self.lock:
+            node = self.nodes.get(node_id)
+            if node is None:
+                raise ManagerError(404, "node not found")
+            agent = self.agents.pop(node_id, None)
+            node.status, node.status_message = NodeStatus.DOWN, "node left the swarm"
+            self.store.write(nodes=[node])
+            self._dirty_services.update(self.services)
+        if agent is not None:
+            self._stop_agent(agent)
+        self._notify()
+
+    # --- services ----------------------------------------------------------------------------------
+
+    def find_service(self, ref: str) -> Service:
+        with self.lock:
+            if ref in self.services:
+                return self.services[ref]
+            matches = [s for s in self.services.values() if s.spec.name == ref] or [
+                s for s in self.services.values() if ref and s.id.startswith(ref)
+            ]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise ManagerError(409, f"service {ref!r} is ambiguous ({len(matches)} matches)")
+            raise ManagerError(404, f"service {ref[:80]!r} not found")
+
+    def _check_spec(self, spec: ServiceSpec, service_id: str | None) -> None:
+        try:
+            check_port_conflicts(spec.ports)
+        except SpecError as exc:
+            raise ManagerError(400, str(exc)) from None
+        if spec.mode is ServiceMode.GLOBAL and spec.replicas not in (0, 1):
+            raise ManagerError(400, "replicas can only be used with replicated mode")
+        for port in spec.ports:
+            if port.published in RESERVED_PORTS or port.published == self.settings.listen_port:
+                raise ManagerError(
+                    400, f"published port {port.published} is reserved (SSH or the manager listen port)"
+                )
+        for other in self.services.values():
+            if other.id == service_id:
+                continue
+            if other.spec.name == spec.name:
+                raise ManagerError(409, f"service name {spec.name!r} is already in use by service {other.id[:12]}")
+            for mine in spec.ports:
+                for theirs in other.spec.ports:
+                    if mine.published != theirs.published or mine.protocol is not theirs.protocol:
+                        continue
+                    if mine.mode is PublishMode.HOST and theirs.mode is PublishMode.HOST:
+                        continue  # host-mode ports only clash per node; the scheduler keeps them apart
+                    raise ManagerError(
+                        409,
+                        f"port '{mine.published}/{mine.protocol.value}' is already in use by service "
+                        f"'{other.spec.name}' ({other.id[:12]})",
+                    )
+
+    def create_service(self, spec: ServiceSpec) -> Service:
+        with self.lock:
+            self._check_spec(spec, None)
+            service = Service(id=new_id(), spec=spec)
+            self.store.write(services=[service])  # durable before we answer
+            self.services[service.id] = service
+            self.tasks_by_service[service.id] = {}
+            self._dirty_services.add(service.id)
+        self._notify()
+        return service
+
+    def update_service(self, ref: str, spec: ServiceSpec, version: int) -> Service:
+        with self.lock:
+            current = self.find_service(ref)
+            if version != current.version:
+                raise ManagerError(
+                    409,
+                    f"update out of sequence: service {current.spec.name} is at version {current.version}, "
+                    f"the update was made against version {version}; read it again and retry",
+                )
+            if spec.name != current.spec.name:
+                raise ManagerError(400, "a service cannot be renamed")
+            if spec.mode is not current.spec.mode:
+                raise ManagerError(400, "a service's mode cannot be changed")
+            self._check_spec(spec, current.id)
+            updated = replace(current, spec=spec, version=current.version + 1, updated_at=time.time())
+            self.store.write(services=[updated])
+            self.services[current.id] = updated
+            self._dirty_services.add(current.id)
+        self._notify()
+        return updated
+
+    def remove_service(self, ref: str) -> Service:
+        with self.lock:
+            service = self.find_service(ref)
+            tasks = list(self.tasks_by_service.get(service.id, {}).values())
+            for task in tasks:
+                task.desired_state = TaskState.SHUTDOWN
+                task.message = "service removed"
+            self.store.write(delete_services=[service.id], tasks=tasks)
+            del self.services[service.id]
+        self._notify()
+        return service
+
+    # --- the reconcile loop ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        with self.lock:
+            for node in self.nodes.values():
+                self._start_agent(node)
+        self._loop_thread = threading.Thread(target=self._loop, name="reconcile", daemon=True)
+        self._loop_thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        for agent in list(self.agents.values()):
+            self._stop_agent(agent)
+        self.ingress.stop()
+        if self._loop_thread is not None:
+            self._loop_thread.join(timeout=5)
+
+    def _notify(self) -> None:
+        self._wake.set()
+
+    def _changed(self) -> None:
+        """Wake API clients waiting on state changes (progress displays, --watch)."""
+        self._change_counter += 1
+        self._changes.notify_all()
+
+    def wait_for_change(self, seen: int, timeout: float) -> int:
+        with self._changes:
+            if self._change_counter == seen:
+                self._changes.wait(timeout)
+            return self._change_counter
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            timeout = 1.0
+            if self._next_wake is not None:
+                timeout = max(0.0, min(timeout, self._next_wake - time.time()))
+            self._wake.wait(timeout)
+            if self._stopping.is_set():
+                return
+            self._wake.clear()
+            time.sleep(0.01)  # debounce: let a burst of events land in one pass
+            try:
+                self.reconcile_once()
+            except Exception:  # the loop must survive a bad pass; the next one retries
+                log.exception("reconcile pass failed")
+                time.sleep(0.5)
+
+    def reconcile_once(self) -> None:
+        """One pass: plan services, schedule, persist, then hand actions to node workers."""
+        now = time.time()
+        starts: list[Task] = []
+        removals: list[tuple[str, str, str]] = []
+        deleted: list[str] = []
+        with self.lock:
+            if self._next_wake is not None and now >= self._next_wake:
+                self._dirty_services.update(self.services)
+                self._next_wake = None
+            dirty, self._dirty_services = self._dirty_services, set()
+            for service_id in dirty:
+                service = self.services.get(service_id)
+                if service is None:
+                    continue
+                tasks = self.tasks_by_service.setdefault(service_id, {})
+                plan = plan_service(
+                    service, list(tasks.values()), self.nodes, now, new_id, history_limit=self.settings.history_limit
+                )
+                for task_id, reason in plan.shutdown.items():
+                    task = tasks[task_id]
+                    task.desired_state = TaskState.SHUTDOWN
+                    task.message = reason
+                    task.updated_at = now
+                    self._dirty_tasks.add(task_id)
+                for task in plan.create:
+                    tasks[task.id] = task
+                    self.tasks[task.id] = task
+                    self._dirty_tasks.add(task.id)
+                for task_id in plan.delete:
+                    if task_id in self._inflight or task_id in self._removing:
+                        continue
+                    tasks.pop(task_id, None)
+                    self.tasks.pop(task_id, None)
+                    self._dirty_tasks.discard(task_id)
+                    deleted.append(task_id)
+                if plan.wake_at is not None:
+                    self._next_wake = min(self._next_wake or plan.wake_at, plan.wake_at)
+            self._schedule_pending(now)
+            self._collect_actions(starts, removals, deleted)
+            self._flush(deleted)
+            self._changed()
+        for task in starts:
+            self.agents[task.node_id].pool.submit(self._run_task, task.node_id, task.id)
+        for node_id, container_id, task_id in removals:
+            self.agents[node_id].pool.submit(self._remove_container, node_id, container_id, task_id)
+        self.ingress.endpoints_changed()
+
+    def _schedule_pending(self, now: float) -> None:
+        pending = [
+            t
+            for t in self.tasks.values()
+            if t.state is TaskState.PENDING and t.desired_state is TaskState.RUNNING and t.service_id in self.services
+        ]
+        if not pending:
+            return
+        placed = [t for t in self.tasks.values() if t.node_id and t.active and t.state is not TaskState.PENDING]
+        result = schedule(pending, self.services, list(self.nodes.values()), placed)
+        for task_id, node_id in result.assignments.items():
+            task = self.tasks[task_id]
+            task.node_id = node_id
+            self._set_state(task, TaskState.ASSIGNED, "scheduled", now)
+        for task_id, reason in result.unplaceable.items():
+            task = self.tasks[task_id]
+            if task.message != reason:
+                task.message, task.error = reason, reason
+                task.updated_at = now
+                self._dirty_tasks.add(task_id)
+
+    def _collect_actions(
+        self, starts: list[Task], removals: list[tuple[str, str, str]], deleted: list[str]
+    ) -> None:
+        for task in self.tasks.values():
+            if task.id in self._inflight:
+                continue
+            node = self.nodes.get(task.node_id)
+            ready = node is not None and node.ready and task.node_id in self.agents
+            if task.desired_state is TaskState.RUNNING and task.service_id not in self.services:
+                task.desired_state = TaskState.SHUTDOWN
+            if task.desired_state is TaskState.RUNNING:
+                if task.state is TaskState.ASSIGNED and ready:
+                    self._inflight.add(task.id)
+                    starts.append(task)
+                continue
+            if task.state.terminal:
+                continue
+            if not task.container_id and task.state < TaskState.PREPARING:
+                self._set_state(task, TaskState.SHUTDOWN, task.message or "shut down before start")
+            elif ready and task.container_id and task.container_id not in self._removing:
+                self._removing.add(task.container_id)
+                removals.append((task.node_id, task.container_id, task.id))
+        # Tasks of removed services leave the store once they are down.
+        for service_id in [s for s in self.tasks_by_service if s not in self.services]:
+            tasks = self.tasks_by_service[service_id]
+            for task_id in [t.id for t in tasks.values() if t.state.terminal and t.id not in self._inflight]:
+                del tasks[task_id]
+                self.tasks.pop(task_id, None)
+                self._dirty_tasks.discard(task_id)
+                deleted.append(task_id)
+            if not tasks:
+                del self.tasks_by_service[service_id]
+
+    def _flush(self, deleted: list[str] | None = None) -> None:
+        if not self._dirty_tasks and not deleted:
+            return
+        dirty = [self.tasks[t] for t in self._dirty_tasks if t in self.tasks]
+        self._dirty_tasks = set()
+        self.store.write(tasks=dirty, delete_tasks=deleted or ())
+
+    def _set_state(self, task: Task, state: TaskState, message: str = "", now: float | None = None) -> None:
+        now = now or time.time()
+        if state is not task.state:
+            task.state = state
+            task.state_changed_at = now
+        if message:
+            task.message = message
+        task.updated_at = now
+        self._dirty_tasks.add(task.id)
+
+    # --- actions on engines, run on node worker pools ------------------------------------------------
+
+    def _run_task(self, node_id: str, task_id: str) -> None:
+        with self.lock:
+            task = self.tasks.get(task_id)
+            service = self.services.get(task.service_id) if task else None
+            agent = self.agents.get(node_id)
+            if task is None or service is None or agent is None or task.desired_state is not TaskState.RUNNING:
+                self._inflight.discard(task_id)
+                self._notify()
+                return
+            self._set_state(task, TaskState.PREPARING, "preparing")
+            spec = container_spec(service, task, self.cluster_id)
+        try:
+            engine = self._engine(agent)
+            with self.lock:
+                self._set_state(task, TaskState.STARTING, "starting")
+            info = engine.run(spec)
+        except ImageNotFound as exc:
+            self._finish_start(task, TaskState.REJECTED, f"{exc} (pull it on {self.nodes[node_id].hostname})")
+        except EngineUnreachable as exc:
+            # The node may be going down: back to assigned, the heartbeat decides, and we retry.
+            self._drop_engine(agent)
+            self._finish_start(task, TaskState.ASSIGNED, f"engine unreachable: {exc}", retry_after=1.0)
+        except EngineError as exc:
+            self._finish_start(task, TaskState.FAILED, str(exc))
+        else:
+            with self.lock:
+                task.container_id = info.id
+                task.host_ports = dict(info.host_ports)
+                task.container_addr = info.container_addr
+                task.error = ""
+            self._finish_start(task, TaskState.RUNNING, "started")
+
+    def _finish_start(self, task: Task, state: TaskState, message: str, retry_after: float = 0.0) -> None:
+        with self.lock:
+            if state in (TaskState.REJECTED, TaskState.FAILED):
+                task.error = message
+            if task.state is not TaskState.FAILED or state is TaskState.RUNNING:
+                self._set_state(task, state, message)
+            self._dirty_services.add(task.service_id)
+        if retry_after:
+            time.sleep(retry_after)
+        with self.lock:
+            self._inflight.discard(task.id)
+        self._notify()
+
+    def _remove_container(self, node_id: str, container_id: str, task_id: str) -> None:
+        agent = self.agents.get(node_id)
+        try:
+            if agent is None:
+                return
+            task = self.tasks.get(task_id)
+            service = self.services.get(task.service_id) if task else None
+            grace = int(service.spec.stop_grace_period) if service else 10
+            self._engine(agent).remove(container_id, stop_timeout=grace)
+        except EngineUnreachable:
+            if agent is not None:
+                self._drop_engine(agent)
+            return
+        except EngineError as exc:
+            log.warning("removing container %s on %s failed: %s", container_id[:12], node_id[:12], exc)
+            return
+        finally:
+            with self.lock:
+                self._removing.discard(container_id)
+        with self.lock:
+            task = self.tasks.get(task_id)
+            if task is not None and task.container_id == container_id and not task.state.terminal:
+                self._set_state(task, TaskState.SHUTDOWN, task.message or "shutdown")
+                self._dirty_services.add(task.service_id)
+        self._notify()
+
+    def _engine(self, agent: NodeAgent) -> Engine:
+        engine = agent.engine
+        if engine is None:
+            engine = self.engine_factory(agent.url, self.settings.engine_timeout)
+            agent.engine = engine
+        return engine
+
+    def _drop_engine(self, agent: NodeAgent) -> None:
+        engine, agent.engine = agent.engine, None
+        if engine is not None:
+            engine.close()
+
+    # --- node agents: heartbeat, events, resync --------------------------------------------------------
+
+    def _start_agent(self, node: Node) -> None:
+        if node.id in self.agents or self._stopping.is_set():
+            return
+        agent = NodeAgent(
+            node_id=node.id,
+            url=node.engine_url,
+            pool=ThreadPoolExecutor(self.settings.per_node_parallelism, thread_name_prefix=f"node-{node.hostname}"),
+        )
+        self.agents[node.id] = agent
+        threading.Thread(target=self._heartbeat, args=(agent,), name=f"hb-{node.hostname}", daemon=True).start()
+
+    def _stop_agent(self, agent: NodeAgent) -> None:
+        agent.stop.set()
+        agent.pool.shutdown(wait=False, cancel_futures=True)
+        for engine in (agent.engine, agent.heartbeat_engine):
+            if engine is not None:
+                engine.close()
+
+    def _heartbeat(self, agent: NodeAgent) -> None:
+        period = self.settings.heartbeat
+        while not agent.stop.is_set():
+            began = time.monotonic()
+            try:
+                if agent.heartbeat_engine is None:
+                    agent.heartbeat_engine = self.engine_factory(agent.url, max(period, 0.5))
+                agent.heartbeat_engine.ping()
+            except EngineError as exc:
+                engine, agent.heartbeat_engine = agent.heartbeat_engine, None
+                if engine is not None:
+                    engine.close()
+                agent.misses += 1
+                if agent.misses >= self.settings.heartbeat_misses:
+                    self._mark_node(agent, NodeStatus.DOWN, f"heartbeat failure: {exc}")
+            else:
+                agent.misses = 0
+                self._mark_node(agent, NodeStatus.READY, "")
+                if time.time() - agent.last_resync >= self.settings.resync_interval:
+                    agent.last_resync = time.time()
+                    agent.pool.submit(self.resync_node, agent.node_id)
+            agent.stop.wait(max(0.0, period - (time.monotonic() - began)))
+
+    def _mark_node(self, agent: NodeAgent, status: NodeStatus, message: str) -> None:
+        with self.lock:
+            node = self.nodes.get(agent.node_id)
+            if node is None or node.status is status:
+                return
+            if node.status_message == "node left the swarm" and status is NodeStatus.READY:
+                return
+            log.info("node %s is now %s %s", node.hostname, status.value, message)
+            node.status, node.status_message, node.updated_at = status, message, time.time()
+            self.store.write(nodes=[node])
+            self._dirty_services.update(self.services)
+            self._changed()
+        if status is NodeStatus.READY:
+            # Back (or first seen): fresh engine client, a new event stream, adopt or clean its containers.
+            self._drop_engine(agent)
+            agent.events_generation += 1
+            threading.Thread(
+                target=self._watch_events, args=(agent, agent.events_generation), daemon=True,
+                name=f"events-{agent.node_id[:8]}",
+            ).start()
+            agent.last_resync = time.time()
+            agent.pool.submit(self.resync_node, agent.node_id)
+        self.ingress.node_changed(node)
+        self._notify()
+
+    def _watch_events(self, agent: NodeAgent, generation: int) -> None:
+        """Docker events of our containers on one node. Over SSH the stream cannot be closed, so an
+        outdated thread just ends at its next event or error."""
+        while not agent.stop.is_set() and agent.events_generation == generation:
+            since = agent.last_event_time
+            try:
+                engine = self.engine_factory(agent.url, 3600.0)
+            except EngineError:
+                agent.stop.wait(1.0)
+                continue
+            try:
+                for event in engine.events(self.cluster_id, since):
+                    if agent.events_generation != generation:
+                        return
+                    agent.last_event_time = event.time
+                    self._on_event(agent.node_id, event)
+            except EngineError:
+                agent.stop.wait(1.0)
+            finally:
+                engine.close()
+
+    def _on_event(self, node_id: str, event: ContainerEvent) -> None:
+        if event.action not in ("die", "destroy", "oom"):
+            return
+        with self.lock:
+            task = self.tasks.get(event.labels.get(LABEL_TASK_ID, ""))
+            if task is None or task.node_id != node_id or task.container_id != event.container_id:
+                return
+            if task.id in self._inflight or task.state.terminal:
+                return
+            if task.desired_state is TaskState.RUNNING:
+                if event.action == "destroy":
+                    self._fail(task, "container removed behind the manager's back")
+                elif event.exit_code:
+                    self._fail(task, f"task: non-zero exit ({event.exit_code})")
+                elif event.action == "die":
+                    self._set_state(task, TaskState.COMPLETE, "finished")
+                self._queue_removal(task)
+            self._dirty_services.add(task.service_id)
+        self._notify()
+
+    def _fail(self, task: Task, error: str) -> None:
+        task.error = error
+        self._set_state(task, TaskState.FAILED, error)
+
+    def _queue_removal(self, task: Task) -> None:
+        """An ended task's container is removed right away: nothing is left behind on the node."""
+        agent = self.agents.get(task.node_id)
+        if agent is not None and task.container_id and task.container_id not in self._removing:
+            self._removing.add(task.container_id)
+            agent.pool.submit(self._remove_container, task.node_id, task.container_id, task.id)
+
+    def resync_node(self, node_id: str) -> None:
+        """Compare a node's containers with the store: adopt ours, fail the vanished, remove strays."""
+        agent = self.agents.get(node_id)
+        if agent is None:
+            return
+        try:
+            containers = self._engine(agent).containers(self.cluster_id)
+        except EngineError:
+            return
+        seen: set[str] = set()
+        with self.lock:
+            for container in containers:
+                self._resync_container(node_id, container, seen)
+            for task in self.tasks.values():
+                if (
+                    task.node_id == node_id
+                    and task.container_id
+                    and task.container_id not in seen
+                    and not task.state.terminal
+                    and task.id not in self._inflight
+                    and task.state >= TaskState.RUNNING
+                ):
+                    if task.desired_state is TaskState.RUNNING:
+                        self._fail(task, "container vanished from the node")
+                    else:
+                        self._set_state(task, TaskState.SHUTDOWN, task.message or "shutdown")
+                    self._dirty_services.add(task.service_id)
+            self._adopted.add(node_id)
+        self._notify()
+
+    def _resync_container(self, node_id: str, container: ContainerInfo, seen: set[str]) -> None:
+        seen.add(container.id)
+        task = self.tasks.get(container.task_id)
+        if task is not None and (task.id in self._inflight or container.id in self._removing):
+            return
+        stray = task is None or task.node_id != node_id or (task.container_id not in ("", container.id))
+        unwanted = task is not None and (task.desired_state is not TaskState.RUNNING or task.state.terminal)
+        if stray or unwanted or container.status != "running":
+            if task is not None and not stray and task.desired_state is TaskState.RUNNING and not task.state.terminal:
+                self._fail(task, f"task: non-zero exit ({container.exit_code})" if container.exit_code else "exited")
+                self._dirty_services.add(task.service_id)
+            agent = self.agents[node_id]
+            if container.id not in self._removing:
+                self._removing.add(container.id)
+                agent.pool.submit(self._remove_container, node_id, container.id, task.id if task and not stray else "")
+            return
+        assert task is not None
+        if task.state is not TaskState.RUNNING or not task.container_id:
+            # Adoption after a manager restart: the container runs, so the task does; nothing is restarted.
+            task.container_id = container.id
+            task.host_ports = dict(container.host_ports) or task.host_ports
+            task.container_addr = container.container_addr or task.container_addr
+            self._set_state(task, TaskState.RUNNING, "running (adopted)")
+            self._dirty_services.add(task.service_id)
+
+    # --- queries -----------------------------------------------------------------------------------
+
+    def service_tasks(self, service_id: str) -> list[Task]:
+        with self.lock:
+            return list(self.tasks_by_service.get(service_id, {}).values())
+
+    def running_count(self, service: Service) -> tuple[int, int]:
+        """(running, desired) as `service ls` shows them."""
+        with self.lock:
+            tasks = self.tasks_by_service.get(service.id, {}).values()
+            running = sum(
+                1 for t in tasks if t.state is TaskState.RUNNING and t.desired_state is TaskState.RUNNING
+                and self.nodes.get(t.node_id) is not None and self.nodes[t.node_id].ready
+            )
+            if service.spec.mode is ServiceMode.GLOBAL:
+                desired = sum(1 for t in tasks if t.desired_state is TaskState.RUNNING)
+            else:
+                desired = service.spec.replicas
+            return running, desired
+
+    def task_display_name(self, task: Task) -> str:
+        service = self.services.get(task.service_id)
+        if service is None:
+            return task.id[:12]
+        return task_name(service, task)
+
+    def service_endpoints(self, service: Service) -> dict[tuple[int, str], tuple[Any, ...]]:
+        with self.lock:
+            return endpoints(service, self.tasks_by_service.get(service.id, {}).values(), self.nodes)
+
+    def logs(self, service: Service, tail: int | None, follow: bool) -> Iterator[bytes]:
+        """Interleaved logs of the service's tasks that have containers, each line prefixed like docker's."""
+        import queue as queue_module
+
+        with self.lock:
+            sources = [
+                (t, self.agents.get(t.node_id), self.nodes.get(t.node_id))
+                for t in self.tasks_by_service.get(service.id, {}).values()
+                if t.container_id and not t.state.terminal
+            ]
+        lines: queue_module.Queue[bytes | None] = queue_module.Queue(maxsize=1000)
+        live = [0]
+
+        def pump(task: Task, agent: NodeAgent, node: Node) -> None:
+            prefix = f"{task_name(service, task)}.{task.id[:12]}@{node.hostname}    | ".encode()
+            try:
+                buffer = b""
+                for chunk in self._engine(agent).logs(task.container_id, tail, follow):
+                    buffer += chunk
+                    *complete, buffer = buffer.split(b"\n")
+                    for line in complete:
+                        lines.put(prefix + line + b"\n")
+                if buffer:
+                    lines.put(prefix + buffer + b"\n")
+            except EngineError as exc:
+                lines.put(prefix + f"error reading logs: {exc}\n".encode())
+            finally:
+                lines.put(None)
+
+        for task, agent, node in sources:
+            if agent is not None and node is not None:
+                live[0] += 1
+                threading.Thread(target=pump, args=(task, agent, node), daemon=True).start()
+        while live[0]:
+            item = lines.get()
+            if item is None:
+                live[0] -= 1
+            else:
+                yield item
+
+    def close(self) -> None:
+        self.stop()
+        with contextlib.suppress(Exception):
+            self.store.close()

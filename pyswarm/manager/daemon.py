@@ -1,0 +1,97 @@
+"""Running the manager: settings on disk, the API server, and the node-local state file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from pyswarm.manager.api import create_app
+from pyswarm.manager.core import Manager, Settings
+from pyswarm.manager.store import secure_dir
+
+DEFAULT_DATA_DIR = Path("/var/lib/pyswarm")
+SETTINGS_FILE = "manager.json"
+NODE_FILE = "node.json"
+PID_FILE = "manager.pid"
+LOG_FILE = "manager.log"
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("PYSWARM_DATA_DIR") or DEFAULT_DATA_DIR)
+
+
+def write_private_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a 0600 file atomically (its directory made 0700): these files hold tokens."""
+    secure_dir(path.parent)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle, indent=2)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"{path} is unreadable ({exc}); remove it to start over") from None
+    return data if isinstance(data, dict) else None
+
+
+def save_settings(settings: Settings, listen_host: str) -> None:
+    data = asdict(settings)
+    data["data_dir"] = str(settings.data_dir)
+    data["listen_host"] = listen_host
+    write_private_json(settings.data_dir / SETTINGS_FILE, data)
+
+
+def load_settings(directory: Path) -> tuple[Settings, str]:
+    data = read_json(directory / SETTINGS_FILE)
+    if data is None:
+        raise RuntimeError(f"no manager here: {directory / SETTINGS_FILE} is missing (run `pyswarm swarm init`)")
+    listen_host = data.pop("listen_host", "0.0.0.0")
+    data["data_dir"] = Path(data["data_dir"])
+    known = {k: v for k, v in data.items() if k in Settings.__dataclass_fields__}
+    return Settings(**known), listen_host
+
+
+def serve(directory: Path) -> None:
+    """Run the manager in the foreground until SIGTERM/SIGINT (what `pyswarm manager` and systemd run)."""
+    settings, listen_host = load_settings(directory)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    manager = Manager(settings)
+    from pyswarm.manager.ingress import MeshSync
+
+    manager.ingress = MeshSync(manager)
+    manager.start()
+    (directory / PID_FILE).write_text(str(os.getpid()))
+    config = uvicorn.Config(
+        create_app(manager), host=listen_host, port=settings.listen_port, log_level="warning", access_log=False
+    )
+    server = uvicorn.Server(config)
+    stop = threading.Event()
+
+    def _shutdown(*_: object) -> None:
+        stop.set()
+        server.should_exit = True
+
+    signal.signal(signal.SIGTERM, _shutdown)
+    try:
+        server.run()
+    finally:
+        manager.close()
+        (directory / PID_FILE).unlink(missing_ok=True)

@@ -1,0 +1,207 @@
+"""The manager end to end against in-memory engines: the walkthrough, faults, restarts and refusals."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pyswarm.drivers.engine import Engine, MemoryEngine
+from pyswarm.manager.core import Manager, ManagerError, Settings
+from pyswarm.model import (
+    LABEL_CLUSTER_ID,
+    LABEL_TASK_ID,
+    Availability,
+    ContainerSpec,
+    NodeStatus,
+    PortConfig,
+    ServiceSpec,
+    TaskState,
+)
+
+URLS = ["ssh://root@10.0.0.1", "ssh://root@10.0.0.2", "ssh://root@10.0.0.3"]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition not reached in time")
+
+
+class Cluster:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.engines = {url: MemoryEngine(url, hostname=f"node-0{i + 1}") for i, url in enumerate(URLS)}
+        self.manager = self.start_manager(init=True)
+
+    def factory(self, url: str, timeout: float) -> Engine:
+        return self.engines[url]
+
+    def start_manager(self, init: bool = False) -> Manager:
+        settings = Settings(data_dir=self.data_dir, heartbeat=0.05, resync_interval=0.5)
+        manager = Manager(settings, engine_factory=self.factory)
+        if init:
+            manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
+            for url in URLS[1:]:
+                manager.add_node(url, url.split("@")[1], None)
+        manager.start()
+        return manager
+
+    def containers(self) -> dict[str, list[str]]:
+        """hostname -> ids of running containers of this cluster."""
+        return {
+            engine.hostname: [c.id for c in engine.containers(self.manager.cluster_id) if c.status == "running"]
+            for engine in self.engines.values()
+        }
+
+    def running(self, name: str) -> int:
+        service = self.manager.find_service(name)
+        return self.manager.running_count(service)[0]
+
+    def total_containers(self) -> int:
+        return sum(len(ids) for ids in self.containers().values())
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path / "data")
+    wait_until(lambda: all(n.status is NodeStatus.READY for n in c.manager.nodes.values()))
+    yield c
+    c.manager.close()
+
+
+def web(replicas: int = 1, image: str = "nginx") -> ServiceSpec:
+    return ServiceSpec(name="web", image=image, replicas=replicas, ports=(PortConfig(80, 80),))
+
+
+def test_walkthrough_scale_spreads_and_rm_leaves_nothing(cluster: Cluster) -> None:
+    manager = cluster.manager
+    manager.create_service(web(1))
+    wait_until(lambda: cluster.running("web") == 1)
+    service = manager.find_service("web")
+    manager.update_service("web", web(3), service.version)
+    wait_until(lambda: cluster.running("web") == 3)
+    assert sorted(len(ids) for ids in cluster.containers().values()) == [1, 1, 1]
+    service = manager.find_service("web")
+    manager.update_service("web", web(1), service.version)
+    wait_until(lambda: cluster.total_containers() == 1)
+    assert cluster.running("web") == 1
+    manager.remove_service("web")
+    wait_until(lambda: cluster.total_containers() == 0 and not manager.tasks)
+
+
+def test_killed_container_is_replaced(cluster: Cluster) -> None:
+    spec = ServiceSpec(name="web", image="nginx", replicas=2)
+    cluster.manager.create_service(spec)
+    wait_until(lambda: cluster.running("web") == 2)
+    engine = next(e for e in cluster.engines.values() if e.containers(cluster.manager.cluster_id))
+    victim = engine.containers(cluster.manager.cluster_id)[0]
+    engine.kill(victim.id)
+    # The restart delay (5 s by default) is respected; use a service with none to keep the test short.
+    wait_until(lambda: any(t.state is TaskState.FAILED for t in cluster.manager.tasks.values()))
+    failed = next(t for t in cluster.manager.tasks.values() if t.state is TaskState.FAILED)
+    assert failed.error == "task: non-zero exit (137)"
+
+
+def test_failed_task_restarts_after_delay(cluster: Cluster) -> None:
+    from dataclasses import replace
+
+    from pyswarm.model import RestartPolicy
+
+    spec = replace(ServiceSpec(name="web", image="nginx", replicas=1), restart_policy=RestartPolicy(delay=0.2))
+    cluster.manager.create_service(spec)
+    wait_until(lambda: cluster.running("web") == 1)
+    first = next(iter(cluster.containers()[h][0] for h in cluster.containers() if cluster.containers()[h]))
+    engine = next(e for e in cluster.engines.values() if first in e.state.containers)
+    engine.kill(first)
+    wait_until(lambda: cluster.running("web") == 1 and first not in sum(cluster.containers().values(), []))
+    slots = {t.slot for t in cluster.manager.tasks.values() if t.active}
+    assert slots == {1}
+
+
+def test_node_down_moves_tasks_and_stale_containers_go_when_it_returns(cluster: Cluster) -> None:
+    cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=3))
+    wait_until(lambda: cluster.running("web") == 3)
+    lost = cluster.engines[URLS[2]]
+    stale = [c.id for c in lost.containers(cluster.manager.cluster_id)]
+    assert len(stale) == 1
+    lost.set_down(True)
+    node3 = next(n for n in cluster.manager.nodes.values() if n.engine_url == URLS[2])
+    wait_until(lambda: node3.status is NodeStatus.DOWN)
+    wait_until(lambda: cluster.running("web") == 3)
+    on_survivors = sum(len(e.state.containers) for u, e in cluster.engines.items() if u != URLS[2])
+    assert on_survivors == 3
+    lost.set_down(False)
+    wait_until(lambda: node3.status is NodeStatus.READY)
+    wait_until(lambda: not lost.state.containers)
+    assert cluster.running("web") == 3
+
+
+def test_restart_adopts_running_containers_without_restarting(cluster: Cluster) -> None:
+    cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=3))
+    wait_until(lambda: cluster.running("web") == 3)
+    before = cluster.containers()
+    cluster.manager.close()
+    cluster.manager = cluster.start_manager()
+    wait_until(lambda: cluster.running("web") == 3)
+    time.sleep(0.5)  # a few resync periods: nothing may change
+    assert cluster.containers() == before
+    assert sum(1 for t in cluster.manager.tasks.values() if t.active) == 3
+
+
+def test_unknown_container_with_our_labels_is_removed(cluster: Cluster) -> None:
+    engine = cluster.engines[URLS[1]]
+    stray = engine.run(ContainerSpec(
+        name="ghost.1.x", image="nginx", command=(), env=(), ports=(),
+        labels={LABEL_CLUSTER_ID: cluster.manager.cluster_id, LABEL_TASK_ID: "not-a-task"},
+    ))
+    wait_until(lambda: stray.id not in engine.state.containers)
+
+
+def test_missing_image_is_rejected_with_the_error(cluster: Cluster) -> None:
+    cluster.manager.create_service(ServiceSpec(name="bad", image="nosuch:1.0", replicas=1))
+    wait_until(lambda: any(t.state is TaskState.REJECTED for t in cluster.manager.tasks.values()))
+    task = next(t for t in cluster.manager.tasks.values() if t.state is TaskState.REJECTED)
+    assert "No such image: nosuch:1.0" in task.error
+
+
+def test_refusals_leave_state_unchanged(cluster: Cluster) -> None:
+    manager = cluster.manager
+    created = manager.create_service(web(1))
+    with pytest.raises(ManagerError) as duplicate:
+        manager.create_service(web(2))
+    assert duplicate.value.status == 409
+    other = ServiceSpec(name="api", image="nginx", ports=(PortConfig(80, 8080),))
+    with pytest.raises(ManagerError, match="port '80/tcp' is already in use"):
+        manager.create_service(other)
+    with pytest.raises(ManagerError, match="out of sequence"):
+        manager.update_service("web", web(5), created.version + 7)
+    with pytest.raises(ManagerError) as missing:
+        manager.find_service("nope")
+    assert missing.value.status == 404
+    assert [s.spec for s in manager.services.values()] == [web(1)]
+    reloaded = Manager(Settings(data_dir=cluster.data_dir), engine_factory=cluster.factory)
+    assert [s.spec for s in reloaded.services.values()] == [web(1)]
+
+
+def test_drain_empties_a_node(cluster: Cluster) -> None:
+    cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=3))
+    wait_until(lambda: cluster.running("web") == 3)
+    cluster.manager.update_node("node-02", availability=Availability.DRAIN)
+    wait_until(lambda: not cluster.engines[URLS[1]].state.containers and cluster.running("web") == 3)
+
+
+def test_global_service_follows_nodes(cluster: Cluster) -> None:
+    from pyswarm.model import ServiceMode
+
+    cluster.manager.create_service(ServiceSpec(name="agent", image="nginx", mode=ServiceMode.GLOBAL))
+    wait_until(lambda: sorted(len(v) for v in cluster.containers().values()) == [1, 1, 1])
+    url = "ssh://root@10.0.0.4"
+    cluster.engines[url] = MemoryEngine(url, hostname="node-04")
+    cluster.manager.add_node(url, "10.0.0.4", None)
+    wait_until(lambda: len(cluster.engines[url].state.containers) == 1)
