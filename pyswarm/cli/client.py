@@ -53,9 +53,7 @@ class Api:
                 "or `pyswarm swarm join` with a manager token, or set --host/PYSWARM_HOST and PYSWARM_TOKEN."
             )
         self.host = normalise_host(host)
-        self.http = httpx.Client(
-            base_url=self.host, headers={"Authorization": f"Bearer {token}"}, timeout=timeout
-        )
+        self.http = httpx.Client(base_url=self.host, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:

@@ -31,8 +31,12 @@ def _parsed(func: Any, values: Any) -> Any:
 
 def _port_dict(text: str) -> dict[str, Any]:
     port = _parsed(parse.publish, text)
-    return {"published": port.published, "target": port.target, "protocol": port.protocol.value,
-            "mode": port.mode.value}
+    return {
+        "published": port.published,
+        "target": port.target,
+        "protocol": port.protocol.value,
+        "mode": port.mode.value,
+    }
 
 
 def _ports_text(spec: dict[str, Any]) -> str:
@@ -60,17 +64,30 @@ _create_options = [
     click.option("--replicas", default=None, help="Number of tasks."),
     click.option("-e", "--env", "env", multiple=True, help="Set environment variables."),
     click.option("-l", "--label", "labels", multiple=True, help="Service labels (key=value)."),
-    click.option("-p", "--publish", "publish", multiple=True,
-                 help="Publish a port: published:target[/udp], or published=..,target=..,protocol=..,mode=ingress|host."),
-    click.option("--constraint", "constraints", multiple=True, help="Placement constraints, e.g. node.hostname==node-01."),
-    click.option("--placement-pref", "placement_prefs", multiple=True, help="Placement preference: spread=node.labels.KEY."),
+    click.option(
+        "-p",
+        "--publish",
+        "publish",
+        multiple=True,
+        help="Publish a port: published:target[/udp], or published=..,target=..,protocol=..,mode=ingress|host.",
+    ),
+    click.option(
+        "--constraint", "constraints", multiple=True, help="Placement constraints, e.g. node.hostname==node-01."
+    ),
+    click.option(
+        "--placement-pref", "placement_prefs", multiple=True, help="Placement preference: spread=node.labels.KEY."
+    ),
     click.option("--replicas-max-per-node", default=None, help="Maximum number of tasks per node (0 = unlimited)."),
     click.option("--restart-condition", default=None, help="Restart when condition is met: none, on-failure or any."),
     click.option("--restart-delay", default=None, help="Delay between restart attempts (ns|us|ms|s|m|h)."),
-    click.option("--restart-max-attempts", default=None, help="Maximum number of restarts before giving up (0 = unlimited)."),
+    click.option(
+        "--restart-max-attempts", default=None, help="Maximum number of restarts before giving up (0 = unlimited)."
+    ),
     click.option("--restart-window", default=None, help="Window used to evaluate the restart policy."),
     click.option("--stop-grace-period", default=None, help="Time to wait before force killing a container."),
-    click.option("-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for the service to converge."),
+    click.option(
+        "-d", "--detach", is_flag=True, help="Exit immediately instead of waiting for the service to converge."
+    ),
     click.option("-q", "--quiet", is_flag=True, help="Suppress progress output."),
 ]
 
@@ -97,11 +114,27 @@ def _int(text: str, what: str) -> int:
 @click.option("--timeout", default="120s", show_default=True, help="How long to wait for convergence without -d.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def service_create(name: str | None, mode: str, replicas: str | None, env: tuple[str, ...], labels: tuple[str, ...],
-                   publish: tuple[str, ...], constraints: tuple[str, ...], placement_prefs: tuple[str, ...],
-                   replicas_max_per_node: str | None, restart_condition: str | None, restart_delay: str | None,
-                   restart_max_attempts: str | None, restart_window: str | None, stop_grace_period: str | None,
-                   detach: bool, quiet: bool, timeout: str, image: str, command: tuple[str, ...]) -> None:
+def service_create(
+    name: str | None,
+    mode: str,
+    replicas: str | None,
+    env: tuple[str, ...],
+    labels: tuple[str, ...],
+    publish: tuple[str, ...],
+    constraints: tuple[str, ...],
+    placement_prefs: tuple[str, ...],
+    replicas_max_per_node: str | None,
+    restart_condition: str | None,
+    restart_delay: str | None,
+    restart_max_attempts: str | None,
+    restart_window: str | None,
+    stop_grace_period: str | None,
+    detach: bool,
+    quiet: bool,
+    timeout: str,
+    image: str,
+    command: tuple[str, ...],
+) -> None:
     """Create a new service."""
     if name is None:
         import secrets
@@ -153,11 +186,20 @@ def service_ls(quiet: bool, fmt: str) -> None:
         for item in services:
             click.echo(item["id"])
         return
-    table(["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"], [
-        [short(s["id"]), s["spec"]["name"], s["spec"]["mode"], _replicas_text(s), s["spec"]["image"],
-         _ports_text(s["spec"])]
-        for s in services
-    ])
+    table(
+        ["ID", "NAME", "MODE", "REPLICAS", "IMAGE", "PORTS"],
+        [
+            [
+                short(s["id"]),
+                s["spec"]["name"],
+                s["spec"]["mode"],
+                _replicas_text(s),
+                s["spec"]["image"],
+                _ports_text(s["spec"]),
+            ]
+            for s in services
+        ],
+    )
 
 
 def _state_text(task: dict[str, Any], now: float) -> str:
@@ -171,8 +213,9 @@ def print_tasks(tasks: list[dict[str, Any]], no_trunc: bool, quiet: bool = False
         return
     now = time.time()
     # Newest task of a slot first, older ones under it as `\_ web.1`, like docker.
-    tasks = sorted(tasks, key=lambda t: (t["service_id"], t["slot"], t["node_id"] if not t["slot"] else "",
-                                         -t["created_at"]))
+    tasks = sorted(
+        tasks, key=lambda t: (t["service_id"], t["slot"], t["node_id"] if not t["slot"] else "", -t["created_at"])
+    )
     rows = []
     previous = None
     for task in tasks:
@@ -180,11 +223,18 @@ def print_tasks(tasks: list[dict[str, Any]], no_trunc: bool, quiet: bool = False
         name = task["name"] if key != previous else f" \\_ {task['name']}"
         previous = key
         error = task["error"] if no_trunc else (task["error"][:60] + ("…" if len(task["error"]) > 60 else ""))
-        rows.append([
-            task["id"] if no_trunc else short(task["id"]), name, task.get("image", ""), task["node"],
-            task["desired_state"].capitalize(), _state_text(task, now), f'"{error}"' if error else "",
-            ", ".join(task["ports"]),
-        ])
+        rows.append(
+            [
+                task["id"] if no_trunc else short(task["id"]),
+                name,
+                task.get("image", ""),
+                task["node"],
+                task["desired_state"].capitalize(),
+                _state_text(task, now),
+                f'"{error}"' if error else "",
+                ", ".join(task["ports"]),
+            ]
+        )
     table(["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], rows)
 
 
@@ -241,25 +291,36 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
     for item in items:
         spec = item["spec"]
         lines = [
-            f"ID:\t\t{item['id']}", f"Name:\t\t{spec['name']}", f"Version:\t{item['version']}",
+            f"ID:\t\t{item['id']}",
+            f"Name:\t\t{spec['name']}",
+            f"Version:\t{item['version']}",
             f"Labels:\t\t{spec['labels']}",
             "Service Mode:\t" + ("Global" if spec["mode"] == "global" else "Replicated"),
         ]
         if spec["mode"] == "replicated":
             lines.append(f" Replicas:\t{spec['replicas']}")
         lines += [
-            "Placement:", f" Constraints:\t{spec['constraints']}", f" Preferences:\t{spec['placement_prefs']}",
+            "Placement:",
+            f" Constraints:\t{spec['constraints']}",
+            f" Preferences:\t{spec['placement_prefs']}",
             f" Max Replicas Per Node:\t{spec['max_replicas_per_node']}",
-            "RestartPolicy:", f" Condition:\t{spec['restart_policy']['condition']}",
+            "RestartPolicy:",
+            f" Condition:\t{spec['restart_policy']['condition']}",
             f" Delay:\t\t{spec['restart_policy']['delay']:g}s",
             f" Max attempts:\t{spec['restart_policy']['max_attempts']}",
-            "ContainerSpec:", f" Image:\t\t{spec['image']}", f" Args:\t\t{' '.join(spec['command'])}",
-            f" Env:\t\t{' '.join(spec['env'])}", f"StopGracePeriod:\t{spec['stop_grace_period']:g}s",
-            "Endpoint Mode:\tvip (iptables mesh)", "Ports:",
+            "ContainerSpec:",
+            f" Image:\t\t{spec['image']}",
+            f" Args:\t\t{' '.join(spec['command'])}",
+            f" Env:\t\t{' '.join(spec['env'])}",
+            f"StopGracePeriod:\t{spec['stop_grace_period']:g}s",
+            "Endpoint Mode:\tvip (iptables mesh)",
+            "Ports:",
         ]
         for port in spec["ports"]:
-            lines.append(f" PublishedPort = {port['published']}\n  Protocol = {port['protocol']}\n"
-                         f"  TargetPort = {port['target']}\n  PublishMode = {port['mode']}")
+            lines.append(
+                f" PublishedPort = {port['published']}\n  Protocol = {port['protocol']}\n"
+                f"  TargetPort = {port['target']}\n  PublishMode = {port['mode']}"
+            )
         click.echo("\n".join(lines) + "\n")
 
 
@@ -277,14 +338,34 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
 @click.option("--force", is_flag=True, help="Force update even if no changes require it (replaces every task).")
 @click.option("--timeout", default="120s", show_default=True, help="How long to wait for convergence without -d.")
 @click.argument("ref")
-def service_update(replicas: str | None, env: tuple[str, ...], labels: tuple[str, ...], publish: tuple[str, ...],
-                   constraints: tuple[str, ...], placement_prefs: tuple[str, ...], replicas_max_per_node: str | None,
-                   restart_condition: str | None, restart_delay: str | None, restart_max_attempts: str | None,
-                   restart_window: str | None, stop_grace_period: str | None, detach: bool, quiet: bool,
-                   image: str | None, env_add: tuple[str, ...], env_rm: tuple[str, ...], label_add: tuple[str, ...],
-                   label_rm: tuple[str, ...], publish_add: tuple[str, ...], publish_rm: tuple[str, ...],
-                   constraint_add: tuple[str, ...], constraint_rm: tuple[str, ...], force: bool, timeout: str,
-                   ref: str) -> None:
+def service_update(
+    replicas: str | None,
+    env: tuple[str, ...],
+    labels: tuple[str, ...],
+    publish: tuple[str, ...],
+    constraints: tuple[str, ...],
+    placement_prefs: tuple[str, ...],
+    replicas_max_per_node: str | None,
+    restart_condition: str | None,
+    restart_delay: str | None,
+    restart_max_attempts: str | None,
+    restart_window: str | None,
+    stop_grace_period: str | None,
+    detach: bool,
+    quiet: bool,
+    image: str | None,
+    env_add: tuple[str, ...],
+    env_rm: tuple[str, ...],
+    label_add: tuple[str, ...],
+    label_rm: tuple[str, ...],
+    publish_add: tuple[str, ...],
+    publish_rm: tuple[str, ...],
+    constraint_add: tuple[str, ...],
+    constraint_rm: tuple[str, ...],
+    force: bool,
+    timeout: str,
+    ref: str,
+) -> None:
     """Update a service."""
     api = Api()
     current = api.get(f"/services/{_path(ref)}")
@@ -313,7 +394,9 @@ def service_update(replicas: str | None, env: tuple[str, ...], labels: tuple[str
         new = _port_dict(item)
         ports = [p for p in ports if (p["published"], p["protocol"]) != (new["published"], new["protocol"])] + [new]
     spec["ports"] = ports
-    constraint_list = [c for c in spec["constraints"] if c not in {str(_parsed(parse.constraint, c)) for c in constraint_rm}]
+    constraint_list = [
+        c for c in spec["constraints"] if c not in {str(_parsed(parse.constraint, c)) for c in constraint_rm}
+    ]
     for item in (*constraints, *constraint_add):
         text = str(_parsed(parse.constraint, item))
         if text not in constraint_list:
@@ -401,6 +484,7 @@ def _converge(api: Api, service_id: str, timeout: float, quiet: bool) -> None:
     deadline = time.time() + timeout
     seen = 0
     stable_since: float | None = None
+    ready_nodes = {n["hostname"] for n in api.get("/nodes") if n["status"] == "ready"}
     with Live(console=console, transient=False, auto_refresh=False) as live:
         while True:
             service_data = api.get(f"/services/{service_id}")
@@ -412,20 +496,25 @@ def _converge(api: Api, service_id: str, timeout: float, quiet: bool) -> None:
                 label = f"{task['slot']}/{desired}" if task["slot"] else task["node"]
                 bar = "[" + "=" * 50 + ">]" if task["state"] == "running" else ""
                 lines.append(f"{label}: {task['state']:<10} {bar}")
-            rejected = [t for t in tasks if t["state"] == "rejected" and "No such image" in t["error"]]
+            # An image missing on every node the tasks can go to will never converge: say so and stop.
+            rejected_on = {t["node"] for t in tasks if t["state"] == "rejected" and "No such image" in t["error"]}
             converged = running == desired and len(wanted) == desired
             now = time.time()
             stable_since = (stable_since or now) if converged else None
-            if converged and now - stable_since >= 0.5:
+            done = stable_since is not None and now - stable_since >= 0.5
+            if done:
                 lines.append("verify: Service converged")
             if not quiet:
                 live.update(Text("\n".join(lines)), refresh=True)
-            if converged and now - stable_since >= 0.5:
+            if done:
                 return
-            if rejected and running == 0:
-                fail(f"service {service_data['spec']['name']} cannot converge: {rejected[0]['error']}")
+            if rejected_on and running == 0 and rejected_on >= ready_nodes:
+                error = next(t["error"] for t in tasks if t["state"] == "rejected")
+                fail(f"service {service_data['spec']['name']} cannot converge: {error}")
             if now > deadline:
                 errors = {t["error"] for t in tasks if t["error"]}
-                fail(f"service {service_data['spec']['name']} did not converge within {timeout:g}s"
-                     + (f": {'; '.join(sorted(errors))[:400]}" if errors else ""))
+                fail(
+                    f"service {service_data['spec']['name']} did not converge within {timeout:g}s"
+                    + (f": {'; '.join(sorted(errors))[:400]}" if errors else "")
+                )
             seen = api.get("/events/wait", params={"seen": seen, "timeout": 0.5}, timeout=10)["counter"]

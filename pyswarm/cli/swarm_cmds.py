@@ -93,7 +93,11 @@ def _start_daemon(directory: Path) -> subprocess.Popen[bytes]:
     os.chmod(directory / LOG_FILE, 0o600)
     return subprocess.Popen(
         [sys.executable, "-m", "pyswarm.cli.main", "manager", "--data-dir", str(directory)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, close_fds=True,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        start_new_session=True,
+        close_fds=True,
     )
 
 
@@ -119,17 +123,30 @@ def swarm() -> None:
 
 @swarm.command("init")
 @click.option("--listen-addr", default="0.0.0.0:2377", show_default=True, help="Address the API listens on.")
-@click.option("--advertise-addr", default=None, help="Address other nodes and clients use (default: from --listen-addr).")
-@click.option("--availability", default="active", type=click.Choice(["active", "pause", "drain"]),
-              help="Availability of this node (drain: manager only).")
-@click.option("--engine", "engine_url", default=None, help="This node's engine (default: DOCKER_HOST or the local socket).")
-@click.option("--heartbeat", default="1s", show_default=True, help="Engine heartbeat period; a node is Down after 3 misses.")
-def swarm_init(listen_addr: str, advertise_addr: str | None, availability: str, engine_url: str | None,
-               heartbeat: str) -> None:
+@click.option(
+    "--advertise-addr", default=None, help="Address other nodes and clients use (default: from --listen-addr)."
+)
+@click.option(
+    "--availability",
+    default="active",
+    type=click.Choice(["active", "pause", "drain"]),
+    help="Availability of this node (drain: manager only).",
+)
+@click.option(
+    "--engine", "engine_url", default=None, help="This node's engine (default: DOCKER_HOST or the local socket)."
+)
+@click.option(
+    "--heartbeat", default="1s", show_default=True, help="Engine heartbeat period; a node is Down after 3 misses."
+)
+def swarm_init(
+    listen_addr: str, advertise_addr: str | None, availability: str, engine_url: str | None, heartbeat: str
+) -> None:
     """Initialise a swarm: this node becomes its manager (and, by default, a worker too)."""
     directory = data_dir()
     if read_json(directory / NODE_FILE):
-        fail("This node is already part of a swarm. Use `pyswarm swarm leave` to leave this swarm and join another one.")
+        fail(
+            "This node is already part of a swarm. Use `pyswarm swarm leave` to leave this swarm and join another one."
+        )
     listen_host, listen_port = _split_addr(listen_addr)
     if advertise_addr:
         advertise_host, _ = _split_addr(advertise_addr, listen_port)
@@ -140,8 +157,9 @@ def swarm_init(listen_addr: str, advertise_addr: str | None, availability: str, 
         validate_engine_url(engine_url)
     except ValueError as exc:
         fail(str(exc))
-    settings = Settings(data_dir=directory, advertise_addr=advertise_host, listen_port=listen_port,
-                        heartbeat=parse.duration(heartbeat))
+    settings = Settings(
+        data_dir=directory, advertise_addr=advertise_host, listen_port=listen_port, heartbeat=parse.duration(heartbeat)
+    )
     try:
         manager = Manager(settings)
         node = manager.initialise(engine_url, advertise_host, parse.availability(availability))
@@ -163,14 +181,19 @@ def swarm_init(listen_addr: str, advertise_addr: str | None, availability: str, 
 
 @swarm.command("join")
 @click.option("--token", required=True, help="Join token (worker or manager).")
-@click.option("--advertise-engine", default=None,
-              help="URL the manager uses to reach this node's engine: ssh://user@host or tcp://host:2376.")
+@click.option(
+    "--advertise-engine",
+    default=None,
+    help="URL the manager uses to reach this node's engine: ssh://user@host or tcp://host:2376.",
+)
 @click.argument("remote_addr")
 def swarm_join(token: str, advertise_engine: str | None, remote_addr: str) -> None:
     """Join this node's engine to a swarm."""
     directory = data_dir()
     if read_json(directory / NODE_FILE):
-        fail("This node is already part of a swarm. Use `pyswarm swarm leave` to leave this swarm and join another one.")
+        fail(
+            "This node is already part of a swarm. Use `pyswarm swarm leave` to leave this swarm and join another one."
+        )
     host, port = _split_addr(remote_addr)
     try:
         source = _source_addr_towards(host, port)
@@ -190,20 +213,32 @@ def swarm_join(token: str, advertise_engine: str | None, remote_addr: str) -> No
     manager = f"http://{host}:{port}"
     try:
         response = httpx.post(
-            f"{manager}/swarm/join", json={"engine_url": engine_url, "engine_id": engine_id, "addr": source},
-            headers={"Authorization": f"Bearer {token}"}, timeout=60,
+            f"{manager}/swarm/join",
+            json={"engine_url": engine_url, "engine_id": engine_id, "addr": source},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
         )
     except httpx.TransportError as exc:
         fail(f"cannot reach a manager at {host}:{port}: {exc}")
     if response.status_code >= 400:
-        detail = response.json().get("detail") if response.headers.get("content-type", "").startswith("application/json") else response.text
+        detail = (
+            response.json().get("detail")
+            if response.headers.get("content-type", "").startswith("application/json")
+            else response.text
+        )
         if response.status_code == 401:
             detail = "invalid join token"
         fail(f"join refused: {detail}")
     data = response.json()
-    write_private_json(directory / NODE_FILE, {
-        "role": data["role"], "node_id": data["node_id"], "manager": manager, "node_secret": data["node_secret"],
-    })
+    write_private_json(
+        directory / NODE_FILE,
+        {
+            "role": data["role"],
+            "node_id": data["node_id"],
+            "manager": manager,
+            "node_secret": data["node_secret"],
+        },
+    )
     if data.get("client_token"):
         save_client_config(manager, data["client_token"])
     click.echo(f"This node joined a swarm as a {data['role']}.")
@@ -243,8 +278,10 @@ def swarm_leave(force: bool) -> None:
         fail("This node is not part of a swarm.")
     if state.get("role") == "manager" and state.get("node_id") and (directory / "state.db").exists():
         if not force:
-            fail("You are attempting to leave the swarm on a node that is its manager. Removing the last "
-                 "manager erases all current state of the swarm. Use `--force` to ignore this message.")
+            fail(
+                "You are attempting to leave the swarm on a node that is its manager. Removing the last "
+                "manager erases all current state of the swarm. Use `--force` to ignore this message."
+            )
         _stop_manager(directory)
         for name in ("state.db", "state.db-wal", "state.db-shm", "manager.json", NODE_FILE):
             (directory / name).unlink(missing_ok=True)
@@ -253,7 +290,8 @@ def swarm_leave(force: bool) -> None:
         return
     try:
         response = httpx.post(
-            f"{state['manager']}/swarm/leave", headers={"Authorization": f"Bearer {state.get('node_secret', '')}"},
+            f"{state['manager']}/swarm/leave",
+            headers={"Authorization": f"Bearer {state.get('node_secret', '')}"},
             timeout=10,
         )
         if response.status_code >= 400 and not force:
@@ -291,8 +329,13 @@ def _stop_manager(directory: Path) -> None:
 
 
 @click.command("manager")
-@click.option("--data-dir", "directory", type=click.Path(path_type=Path), default=None,
-              help="State directory (default: PYSWARM_DATA_DIR or /var/lib/pyswarm).")
+@click.option(
+    "--data-dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="State directory (default: PYSWARM_DATA_DIR or /var/lib/pyswarm).",
+)
 def manager_cmd(directory: Path | None) -> None:
     """Run the manager in the foreground (what `swarm init` starts in the background; use it under systemd)."""
     try:
@@ -331,7 +374,7 @@ def info_cmd(fmt: str) -> None:
         f" Node Address: {me['addr'] if me else ''}",
         f"Name: {me['hostname'] if me else ''}",
         f"Engine Version: {me['engine_version'] if me else ''}",
-        f"IsManager: Yes",
+        "IsManager: Yes",
         "Ingress: iptables routing mesh (kube-proxy style)",
     ]
     click.echo("\n".join(lines))
@@ -371,11 +414,16 @@ def node_ls(quiet: bool, fmt: str) -> None:
     for item in nodes:
         ident = item["id"][:25] + (" *" if item["id"] == me else "")
         ingress = "" if item["ingress_synced"] is not False else "  (no ingress)"
-        rows.append([
-            ident, item["hostname"], _node_status(item), item["availability"].capitalize(),
-            "Leader" if item["leader"] else ("Reachable" if item["role"] == "manager" else ""),
-            item["engine_version"] + ingress,
-        ])
+        rows.append(
+            [
+                ident,
+                item["hostname"],
+                _node_status(item),
+                item["availability"].capitalize(),
+                "Leader" if item["leader"] else ("Reachable" if item["role"] == "manager" else ""),
+                item["engine_version"] + ingress,
+            ]
+        )
     table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"], rows)
 
 
@@ -390,12 +438,14 @@ def node_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
         print_json(items)
         return
     for item in items:
-        click.echo(f"ID:\t\t\t{item['id']}\nHostname:\t\t{item['hostname']}\nStatus:\n State:\t\t\t"
-                   f"{_node_status(item)}\n Message:\t\t{item['status_message']}\n Availability:\t\t"
-                   f"{item['availability'].capitalize()}\n Address:\t\t{item['addr']}\nManager Status:\t\t"
-                   f"{'Leader' if item['leader'] else item['role']}\nEngine:\n URL:\t\t\t{item['engine_url']}\n"
-                   f" Version:\t\t{item['engine_version']}\nLabels:\t\t\t{item['labels']}\nIngress:\t\t"
-                   f"{_ingress_text(item)}\n")
+        click.echo(
+            f"ID:\t\t\t{item['id']}\nHostname:\t\t{item['hostname']}\nStatus:\n State:\t\t\t"
+            f"{_node_status(item)}\n Message:\t\t{item['status_message']}\n Availability:\t\t"
+            f"{item['availability'].capitalize()}\n Address:\t\t{item['addr']}\nManager Status:\t\t"
+            f"{'Leader' if item['leader'] else item['role']}\nEngine:\n URL:\t\t\t{item['engine_url']}\n"
+            f" Version:\t\t{item['engine_version']}\nLabels:\t\t\t{item['labels']}\nIngress:\t\t"
+            f"{_ingress_text(item)}\n"
+        )
 
 
 def _ingress_text(item: dict[str, Any]) -> str:
@@ -418,16 +468,19 @@ def _path(ref: str) -> str:
 @click.option("--label-rm", multiple=True, help="Remove a node label if exists.")
 @click.option("--role", type=click.Choice(["worker", "manager"]), default=None)
 @click.argument("ref")
-def node_update(availability: str | None, label_add: tuple[str, ...], label_rm: tuple[str, ...], role: str | None,
-                ref: str) -> None:
+def node_update(
+    availability: str | None, label_add: tuple[str, ...], label_rm: tuple[str, ...], role: str | None, ref: str
+) -> None:
     """Update a node."""
     try:
         labels = dict(parse.label(text) for text in label_add)
         removed = [parse.label_key(key) for key in label_rm]
     except parse.SpecError as exc:
         fail(str(exc))
-    result = Api().post(f"/nodes/{_path(ref)}/update",
-                        {"availability": availability, "label_add": labels, "label_rm": removed, "role": role})
+    result = Api().post(
+        f"/nodes/{_path(ref)}/update",
+        {"availability": availability, "label_add": labels, "label_rm": removed, "role": role},
+    )
     click.echo(result["id"])
 
 
@@ -452,8 +505,7 @@ def node_add(insecure_tcp: bool, engine_url: str) -> None:
     except ValueError as exc:
         fail(str(exc))
     if insecure_tcp and engine_url.startswith("tcp://"):
-        click.echo("WARNING: the engine is reached over TCP without TLS: anyone on the network can drive it.",
-                   err=True)
+        click.echo("WARNING: the engine is reached over TCP without TLS: anyone on the network can drive it.", err=True)
     result = Api(timeout=60).post("/nodes", {"engine_url": engine_url, "insecure_tcp": insecure_tcp})
     click.echo(result["id"])
 

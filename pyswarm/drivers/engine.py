@@ -116,12 +116,18 @@ class DockerEngine:
             if parsed.scheme == "tcp" and tls is not None:
                 tls_config = docker.tls.TLSConfig(client_cert=(tls.cert, tls.key), ca_cert=tls.ca, verify=True)
                 self.client = docker.DockerClient(
-                    base_url=url.replace("tcp://", "https://"), tls=tls_config, timeout=int(timeout),
-                    max_pool_size=pool_size, version="auto",
+                    base_url=url.replace("tcp://", "https://"),
+                    tls=tls_config,
+                    timeout=int(timeout),
+                    max_pool_size=pool_size,
+                    version="auto",
                 )
             else:
                 self.client = docker.DockerClient(
-                    base_url=url, timeout=int(timeout), use_ssh_client=False, max_pool_size=pool_size,
+                    base_url=url,
+                    timeout=int(timeout),
+                    use_ssh_client=False,
+                    max_pool_size=pool_size,
                     version="auto",
                 )
         except docker.errors.DockerException as exc:
@@ -174,7 +180,9 @@ class DockerEngine:
             # A retry after a lost reply: the container exists already; adopt it if it is ours.
             existing = self._call(self.api.inspect_container, spec.name)
             if existing["Config"]["Labels"].get(LABEL_CLUSTER_ID) != spec.labels.get(LABEL_CLUSTER_ID):
-                raise EngineError(f"container name {spec.name} is taken by a container pyswarm did not create") from None
+                raise EngineError(
+                    f"container name {spec.name} is taken by a container pyswarm did not create"
+                ) from None
             container_id = existing["Id"]
         except (requests.exceptions.RequestException, OSError) as exc:
             raise EngineUnreachable(f"{self.url}: {exc}") from None
@@ -379,9 +387,7 @@ class MemoryEngine:
                 name=spec.name,
                 labels=dict(spec.labels),
                 status="running",
-                host_ports={
-                    f"{p.target}/{p.protocol.value}": p.host_port or next(self._ports) for p in spec.ports
-                },
+                host_ports={f"{p.target}/{p.protocol.value}": p.host_port or next(self._ports) for p in spec.ports},
                 container_addr="172.31.0.2",
             )
             self.state.containers[container.id] = container

@@ -113,8 +113,10 @@ class SpecIn(BaseModel):
             command=tuple(self.command),
             env=tuple(self.env),
             labels=dict(self.labels),
-            ports=tuple(p.publish(f"published={x.published},target={x.target},protocol={x.protocol},mode={x.mode}")
-                        for x in self.ports),
+            ports=tuple(
+                p.publish(f"published={x.published},target={x.target},protocol={x.protocol},mode={x.mode}")
+                for x in self.ports
+            ),
             constraints=tuple(p.constraint(c) for c in self.constraints),
             placement_prefs=tuple(self.placement_prefs),
             max_replicas_per_node=self.max_replicas_per_node,
@@ -264,10 +266,20 @@ class NetworkOut(BaseModel):
 
 def _node_out(node: Node) -> NodeOut:
     return NodeOut(
-        id=node.id, hostname=node.hostname, status=node.status.value, status_message=node.status_message,
-        availability=node.availability.value, role=node.role.value, leader=node.leader,
-        engine_version=node.engine_version, engine_url=node.engine_url, addr=node.addr, labels=node.labels,
-        ingress_synced=node.ingress_synced, ingress_error=node.ingress_error, created_at=node.created_at,
+        id=node.id,
+        hostname=node.hostname,
+        status=node.status.value,
+        status_message=node.status_message,
+        availability=node.availability.value,
+        role=node.role.value,
+        leader=node.leader,
+        engine_version=node.engine_version,
+        engine_url=node.engine_url,
+        addr=node.addr,
+        labels=node.labels,
+        ingress_synced=node.ingress_synced,
+        ingress_error=node.ingress_error,
+        created_at=node.created_at,
         updated_at=node.updated_at,
     )
 
@@ -313,33 +325,54 @@ def create_app(manager: Manager) -> FastAPI:
     def task_out(task: Task) -> TaskOut:
         node = manager.nodes.get(task.node_id)
         return TaskOut(
-            id=task.id, name=manager.task_display_name(task), service_id=task.service_id, slot=task.slot,
-            node_id=task.node_id, node=node.hostname if node else "", desired_state=task.desired_state.value,
-            state=task.state.value, message=task.message, error=task.error, container_id=task.container_id,
+            id=task.id,
+            name=manager.task_display_name(task),
+            service_id=task.service_id,
+            slot=task.slot,
+            node_id=task.node_id,
+            node=node.hostname if node else "",
+            desired_state=task.desired_state.value,
+            state=task.state.value,
+            message=task.message,
+            error=task.error,
+            container_id=task.container_id,
             ports=[f"*:{port}->{key}" for key, port in sorted(task.host_ports.items())],
-            created_at=task.created_at, state_changed_at=task.state_changed_at,
+            created_at=task.created_at,
+            state_changed_at=task.state_changed_at,
         )
 
     def service_out(service: Service) -> ServiceOut:
         running, desired = manager.running_count(service)
         eps = manager.service_endpoints(service)
         return ServiceOut(
-            id=service.id, version=service.version, created_at=service.created_at, updated_at=service.updated_at,
-            spec=spec_to_dict(service.spec), running=running, desired=desired,
-            endpoints={f"{port}/{proto}": [f"{e.node_addr}:{e.host_port}" for e in items]
-                       for (port, proto), items in eps.items()},
+            id=service.id,
+            version=service.version,
+            created_at=service.created_at,
+            updated_at=service.updated_at,
+            spec=spec_to_dict(service.spec),
+            running=running,
+            desired=desired,
+            endpoints={
+                f"{port}/{proto}": [f"{e.node_addr}:{e.host_port}" for e in items]
+                for (port, proto), items in eps.items()
+            },
         )
 
     @app.get("/info", response_model=InfoOut)
     def info(_: Client) -> InfoOut:
         with manager.lock:
             return InfoOut(
-                version=__version__, cluster_id=manager.cluster_id, node_id=manager.meta.get("local_node_id", ""),
+                version=__version__,
+                cluster_id=manager.cluster_id,
+                node_id=manager.meta.get("local_node_id", ""),
                 managers=sum(1 for n in manager.nodes.values() if n.role is NodeRole.MANAGER),
-                nodes=len(manager.nodes), services=len(manager.services), tasks=len(manager.tasks),
+                nodes=len(manager.nodes),
+                services=len(manager.services),
+                tasks=len(manager.tasks),
                 running_tasks=sum(1 for t in manager.tasks.values() if t.state.value == "running"),
                 manager_addr=f"{manager.settings.advertise_addr}:{manager.settings.listen_port}",
-                heartbeat=manager.settings.heartbeat, started_at=manager.started_at,
+                heartbeat=manager.settings.heartbeat,
+                started_at=manager.started_at,
             )
 
     @app.post("/swarm/join", response_model=JoinOut)
@@ -350,7 +383,9 @@ def create_app(manager: Manager) -> FastAPI:
             body.engine_url, body.addr, body.engine_id, NodeRole.MANAGER if role == "manager" else NodeRole.WORKER
         )
         return JoinOut(
-            node_id=node.id, node_secret=secret, role=node.role.value,
+            node_id=node.id,
+            node_secret=secret,
+            role=node.role.value,
             client_token=manager.meta["token_client"] if role == "manager" else None,
         )
 
@@ -448,8 +483,9 @@ def create_app(manager: Manager) -> FastAPI:
             return [task_out(t) for t in manager.tasks.values()]
 
     @app.get("/events/wait")
-    def wait(_: Client, seen: Annotated[int, Query(ge=0)] = 0,
-             timeout: Annotated[float, Query(ge=0, le=30)] = 10.0) -> dict[str, int]:
+    def wait(
+        _: Client, seen: Annotated[int, Query(ge=0)] = 0, timeout: Annotated[float, Query(ge=0, le=30)] = 10.0
+    ) -> dict[str, int]:
         """Long poll: returns when the cluster state changes after `seen`, or at the timeout."""
         return {"counter": manager.wait_for_change(seen, timeout)}
 
@@ -463,12 +499,13 @@ def create_app(manager: Manager) -> FastAPI:
                         "service": service.spec.name,
                         "endpoints": [f"{e.node_addr}:{e.host_port}" for e in eps],
                         "synced_nodes": sorted(n.hostname for n in manager.nodes.values() if n.ingress_synced),
-                        "unsynced_nodes": sorted(
-                            n.hostname for n in manager.nodes.values() if not n.ingress_synced
-                        ),
+                        "unsynced_nodes": sorted(n.hostname for n in manager.nodes.values() if not n.ingress_synced),
                     }
-            return [NetworkOut(id=manager.cluster_id[:12], name="ingress", driver="overlay", scope="swarm",
-                               node="", ports=ports)]
+            return [
+                NetworkOut(
+                    id=manager.cluster_id[:12], name="ingress", driver="overlay", scope="swarm", node="", ports=ports
+                )
+            ]
 
     _ = time, Iterator, ConstraintOp
     return app

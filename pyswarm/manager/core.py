@@ -46,7 +46,7 @@ from pyswarm.model import (
 )
 from pyswarm.model.parse import SpecError, check_port_conflicts
 from pyswarm.planners.containers import container_spec, endpoints, task_name
-from pyswarm.planners.reconcile import plan_service, task_spec_digest
+from pyswarm.planners.reconcile import plan_service
 from pyswarm.planners.scheduler import schedule
 
 log = logging.getLogger("pyswarm.manager")
@@ -318,8 +318,7 @@ class Manager:
             if node.status is NodeStatus.READY and not force:
                 raise ManagerError(
                     400,
-                    f"node {node.hostname} is not down and can't be removed: run `swarm leave` on it, "
-                    "or use --force",
+                    f"node {node.hostname} is not down and can't be removed: run `swarm leave` on it, or use --force",
                 )
             agent = self.agents.pop(node.id, None)
             orphaned = [t for t in self.tasks.values() if t.node_id == node.id and not t.state.terminal]
@@ -371,9 +370,7 @@ class Manager:
             raise ManagerError(400, "replicas can only be used with replicated mode")
         for port in spec.ports:
             if port.published in RESERVED_PORTS or port.published == self.settings.listen_port:
-                raise ManagerError(
-                    400, f"published port {port.published} is reserved (SSH or the manager listen port)"
-                )
+                raise ManagerError(400, f"published port {port.published} is reserved (SSH or the manager listen port)")
         for other in self.services.values():
             if other.id == service_id:
                 continue
@@ -552,9 +549,7 @@ class Manager:
                 task.updated_at = now
                 self._dirty_tasks.add(task_id)
 
-    def _collect_actions(
-        self, starts: list[Task], removals: list[tuple[str, str, str]], deleted: list[str]
-    ) -> None:
+    def _collect_actions(self, starts: list[Task], removals: list[tuple[str, str, str]], deleted: list[str]) -> None:
         for task in self.tasks.values():
             if task.id in self._inflight:
                 continue
@@ -747,7 +742,9 @@ class Manager:
             self._drop_engine(agent)
             agent.events_generation += 1
             threading.Thread(
-                target=self._watch_events, args=(agent, agent.events_generation), daemon=True,
+                target=self._watch_events,
+                args=(agent, agent.events_generation),
+                daemon=True,
                 name=f"events-{agent.node_id[:8]}",
             ).start()
             agent.last_resync = time.time()
@@ -873,8 +870,12 @@ class Manager:
         with self.lock:
             tasks = self.tasks_by_service.get(service.id, {}).values()
             running = sum(
-                1 for t in tasks if t.state is TaskState.RUNNING and t.desired_state is TaskState.RUNNING
-                and self.nodes.get(t.node_id) is not None and self.nodes[t.node_id].ready
+                1
+                for t in tasks
+                if t.state is TaskState.RUNNING
+                and t.desired_state is TaskState.RUNNING
+                and self.nodes.get(t.node_id) is not None
+                and self.nodes[t.node_id].ready
             )
             if service.spec.mode is ServiceMode.GLOBAL:
                 desired = sum(1 for t in tasks if t.desired_state is TaskState.RUNNING)

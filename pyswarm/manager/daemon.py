@@ -70,9 +70,7 @@ def load_settings(directory: Path) -> tuple[Settings, str]:
 def serve(directory: Path) -> None:
     """Run the manager in the foreground until SIGTERM/SIGINT (what `pyswarm manager` and systemd run)."""
     settings, listen_host = load_settings(directory)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     manager = Manager(settings)
     from pyswarm.manager.ingress import MeshSync
 

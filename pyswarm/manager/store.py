@@ -138,9 +138,7 @@ class Store:
                 self._db.executemany("DELETE FROM tasks WHERE id=?", [(i,) for i in delete_tasks])
                 self._db.executemany("DELETE FROM nodes WHERE id=?", [(i,) for i in delete_nodes])
                 self._db.executemany("INSERT OR REPLACE INTO nodes (id, doc) VALUES (?, ?)", node_rows)
-                self._db.executemany(
-                    "INSERT OR REPLACE INTO services (id, name, doc) VALUES (?, ?, ?)", service_rows
-                )
+                self._db.executemany("INSERT OR REPLACE INTO services (id, name, doc) VALUES (?, ?, ?)", service_rows)
                 self._db.executemany("INSERT OR REPLACE INTO tasks (id, service_id, doc) VALUES (?, ?, ?)", task_rows)
             except BaseException:
                 self._db.execute("ROLLBACK")

@@ -38,17 +38,16 @@ _E = TypeVar("_E", Protocol, PublishMode, RestartCondition, Availability)
 
 
 def service_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         shown = name if len(name) <= 40 else name[:40] + "..."
         raise SpecError(
-            f"invalid service name {shown!r}: use 1-63 characters from [a-zA-Z0-9_.-], "
-            "starting with a letter or digit"
+            f"invalid service name {shown!r}: use 1-63 characters from [a-zA-Z0-9_.-], starting with a letter or digit"
         )
     return name
 
 
 def image(ref: str) -> str:
-    if not _IMAGE.match(ref) or ".." in ref:
+    if not _IMAGE.fullmatch(ref) or ".." in ref:
         raise SpecError(f"invalid image reference {ref[:80]!r}")
     return ref
 
@@ -106,18 +105,14 @@ def check_port_conflicts(ports: Iterable[PortConfig]) -> None:
 
 
 def constraint(text: str) -> Constraint:
-    match = _CONSTRAINT.match(text)
+    match = _CONSTRAINT.fullmatch(text)
     if not match:
         raise SpecError(
             f"invalid constraint {text[:80]!r}: expected KEY==VALUE or KEY!=VALUE, e.g. node.hostname==node-01"
         )
     key, value = match["key"], match["value"]
-    if key not in _CONSTRAINT_KEYS and not (
-        key.startswith(_LABEL_KEY_PREFIXES) and len(key.split(".", 2)[2]) > 0
-    ):
-        raise SpecError(
-            f"invalid constraint key {key!r}: use node.id, node.hostname, node.role or node.labels.KEY"
-        )
+    if key not in _CONSTRAINT_KEYS and not (key.startswith(_LABEL_KEY_PREFIXES) and len(key.split(".", 2)[2]) > 0):
+        raise SpecError(f"invalid constraint key {key!r}: use node.id, node.hostname, node.role or node.labels.KEY")
     if key == "node.role" and value not in ("manager", "worker"):
         raise SpecError(f"invalid constraint {text!r}: node.role is manager or worker")
     return Constraint(key=key, op=ConstraintOp(match["op"]), value=value)
@@ -132,7 +127,7 @@ def placement_pref(text: str) -> str:
 
 
 def label_key(key: str) -> str:
-    if not _LABEL_KEY.match(key):
+    if not _LABEL_KEY.fullmatch(key):
         raise SpecError(f"invalid label key {key[:80]!r}")
     return key
 
@@ -146,7 +141,7 @@ def label(text: str) -> tuple[str, str]:
 
 def env(text: str) -> str:
     key, _, value = text.partition("=")
-    if not _ENV_KEY.match(key) or len(value) > _MAX_VALUE or "\x00" in value:
+    if not _ENV_KEY.fullmatch(key) or len(value) > _MAX_VALUE or "\x00" in value:
         raise SpecError(f"invalid environment variable {text[:80]!r}: expected NAME=VALUE")
     return text
 

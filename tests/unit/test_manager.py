@@ -119,7 +119,7 @@ def test_failed_task_restarts_after_delay(cluster: Cluster) -> None:
     first = next(iter(cluster.containers()[h][0] for h in cluster.containers() if cluster.containers()[h]))
     engine = next(e for e in cluster.engines.values() if first in e.state.containers)
     engine.kill(first)
-    wait_until(lambda: cluster.running("web") == 1 and first not in sum(cluster.containers().values(), []))
+    wait_until(lambda: cluster.running("web") == 1 and all(first not in ids for ids in cluster.containers().values()))
     slots = {t.slot for t in cluster.manager.tasks.values() if t.active}
     assert slots == {1}
 
@@ -156,10 +156,16 @@ def test_restart_adopts_running_containers_without_restarting(cluster: Cluster) 
 
 def test_unknown_container_with_our_labels_is_removed(cluster: Cluster) -> None:
     engine = cluster.engines[URLS[1]]
-    stray = engine.run(ContainerSpec(
-        name="ghost.1.x", image="nginx", command=(), env=(), ports=(),
-        labels={LABEL_CLUSTER_ID: cluster.manager.cluster_id, LABEL_TASK_ID: "not-a-task"},
-    ))
+    stray = engine.run(
+        ContainerSpec(
+            name="ghost.1.x",
+            image="nginx",
+            command=(),
+            env=(),
+            ports=(),
+            labels={LABEL_CLUSTER_ID: cluster.manager.cluster_id, LABEL_TASK_ID: "not-a-task"},
+        )
+    )
     wait_until(lambda: stray.id not in engine.state.containers)
 
 
