@@ -101,7 +101,9 @@ class NodeStatus:
     def state(self) -> str:
         if not self.netns:
             return "missing"
-        base = "running" if self.running else "stopped"
+        # A dockerd that runs but does not answer is starting up, or hung.
+        hung = self.dockerd_pid is not None
+        base = "running" if self.running else ("unresponsive" if hung else "stopped")
         if self.cut:
             return "cut" if self.running else f"{base}, cut"
         return base
@@ -272,7 +274,6 @@ class Lab:
             "-H", node.docker_host,
             "--bip", node.bip,
             "--cgroup-parent", node.cgroup_parent,
-            "--storage-driver", "overlay2",
             # Bounds `lab kill` / `lab down`: containers get 5 s to stop when dockerd exits.
             "--shutdown-timeout", "5",
         ]  # fmt: skip
@@ -581,6 +582,11 @@ class Lab:
 
     def _engine_cleanup(self, node: Node) -> None:
         sock = node.socket
+        # Leave the swarm first, or it would recreate the task containers we remove.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            swarm_state = engine_json(sock, "/info", timeout=10).get("Swarm", {}).get("LocalNodeState")
+            if swarm_state not in (None, "", "inactive"):
+                engine_request(sock, "POST", "/swarm/leave?force=1", timeout=30)
         with contextlib.suppress(OSError, ValueError):
             containers = engine_json(sock, "/containers/json?all=1", timeout=10)
             ids = [c["Id"] for c in containers]
@@ -592,8 +598,6 @@ class Lab:
             if ids:
                 with ThreadPoolExecutor(max_workers=8) as pool:
                     list(pool.map(rm, ids))
-        with contextlib.suppress(OSError):
-            engine_request(sock, "POST", "/swarm/leave?force=1", timeout=30)
 
     @staticmethod
     def _node_pids(node: Node) -> set[int]:

@@ -95,6 +95,8 @@ def with_block(text: str, block: Sequence[str], *, first: bool) -> str:
     body = "\n".join([BEGIN_MARK, *block, END_MARK]) + "\n"
     if first:
         # OpenSSH takes the first value it finds for an option: our Host block must come first.
+        # The blank separator line is ours too: drop it so repeated merges do not pile them up.
+        rest = rest.lstrip("\n")
         return body + ("\n" + rest if rest else "")
     if rest and not rest.endswith("\n"):
         rest += "\n"
@@ -139,6 +141,9 @@ def remove_user_trust() -> bool:
             # Drop the blank separator line that with_block(first=True) added.
             if name == "config" and new.startswith("\n"):
                 new = new[1:]
-            _rewrite(p, new)
+            if new.strip():
+                _rewrite(p, new)
+            else:
+                p.unlink()  # only ever held our block: same as no file
             changed = True
     return changed
