@@ -1,14 +1,12 @@
 """The manager's HTTP API (FastAPI). Every route needs a bearer token; workers' tokens may only join."""
 
-from __future__ import annotations
-
-import time
-from collections.abc import Iterator
+# No `from __future__ import annotations`: FastAPI must see the real annotations of the nested routes.
 from typing import Annotated, Any, Literal
 
-from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from pyswarm import __version__
@@ -16,7 +14,6 @@ from pyswarm.drivers.engine import validate_engine_url
 from pyswarm.manager.core import Manager, ManagerError
 from pyswarm.model import (
     Availability,
-    ConstraintOp,
     Node,
     NodeRole,
     RestartCondition,
@@ -308,9 +305,10 @@ def create_app(manager: Manager) -> FastAPI:
             messages.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
         return JSONResponse({"detail": "; ".join(messages)[:2000]}, status_code=422)
 
-    def credential(authorization: Annotated[str | None, Header()] = None) -> str:
-        scheme, _, token = (authorization or "").partition(" ")
-        role = manager.token_role(token) if scheme.lower() == "bearer" and token else None
+    bearer = HTTPBearer(auto_error=False, description="a client credential, join token or node secret")
+
+    def credential(auth: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> str:
+        role = manager.token_role(auth.credentials) if auth is not None and auth.credentials else None
         if role is None:
             raise HTTPException(401, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"})
         return role
@@ -507,5 +505,4 @@ def create_app(manager: Manager) -> FastAPI:
                 )
             ]
 
-    _ = time, Iterator, ConstraintOp
     return app

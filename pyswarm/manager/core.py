@@ -54,6 +54,8 @@ log = logging.getLogger("pyswarm.manager")
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 # Ports the mesh must never take over on every node: SSH is how the manager reaches the hosts.
 RESERVED_PORTS = frozenset({22})
+# Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
+EPHEMERAL_PORTS = range(32768, 61000)
 
 
 def new_id() -> str:
@@ -371,6 +373,12 @@ class Manager:
         for port in spec.ports:
             if port.published in RESERVED_PORTS or port.published == self.settings.listen_port:
                 raise ManagerError(400, f"published port {port.published} is reserved (SSH or the manager listen port)")
+            if port.mode is PublishMode.INGRESS and port.published in EPHEMERAL_PORTS:
+                raise ManagerError(
+                    400,
+                    f"published port {port.published} is in the engines' ephemeral range 32768-60999, where tasks' "
+                    "host ports live; choose a port below 32768",
+                )
         for other in self.services.values():
             if other.id == service_id:
                 continue
