@@ -166,6 +166,13 @@ class LabConfig:
             raise LabError(f"node count must be between 1 and {min(MAX_NODES, net.num_addresses - 3)}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", self.bridge):
             raise LabError(f"bad bridge name {self.bridge!r}")
+        # Unix socket paths are limited to 108 bytes: docker.sock sits in the node dir, and
+        # containerd nests its sockets a few levels below the exec root.
+        last = self.node(self.nodes)
+        if len(str(last.socket).encode()) > 100:
+            raise LabError(f"lab dir {self.lab_dir} is too long for unix socket paths (use a shorter one)")
+        if len(str(last.exec_root).encode()) > 40:
+            raise LabError(f"run dir {self.run_dir} is too long for containerd's sockets")
 
     @property
     def network(self) -> ipaddress.IPv4Network:

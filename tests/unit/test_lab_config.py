@@ -59,6 +59,13 @@ def test_other_subnet_and_limits(tmp_path: Path) -> None:
         LabConfig(lab_dir=tmp_path, subnet="10.0.0.0/30")
 
 
+def test_socket_paths_must_fit(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="too long"):
+        LabConfig(lab_dir=tmp_path / ("x" * 90))
+    with pytest.raises(LabError, match="too long"):
+        LabConfig(lab_dir=tmp_path, run_dir=Path("/run") / ("y" * 40))
+
+
 def test_lab_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PYSWARM_LAB_DIR", str(tmp_path / "x"))
     assert LabConfig().lab_dir == tmp_path / "x"
