@@ -198,7 +198,10 @@ class Lab:
                         if exc is not None:
                             errors[name] = exc
                 if errors:
-                    detail = "\n".join(f"{name}: {e}" for name, e in errors.items())
+                    # Node errors already name their node.
+                    detail = "\n".join(
+                        str(e) if isinstance(e, LabError) else f"{name}: {e!r}" for name, e in errors.items()
+                    )
                     raise LabError(
                         f"lab up failed; the half-built lab is left for inspection "
                         f"(`pyswarm lab down` removes it):\n{detail}"
@@ -433,7 +436,6 @@ class Lab:
         if pid is None:
             return False
         terminate([pid], STOP_TIMEOUT)
-        self.log(f"{n.name}: dockerd stopped")
         return True
 
     def start(self, node: str | Node) -> bool:
@@ -445,7 +447,6 @@ class Lab:
         if not n.netns_path.exists() or not os.path.ismount(n.uts_path):
             raise LabError(f"{n.name}: namespaces are gone (run `pyswarm lab up`)")
         self._start_dockerd(n)
-        self.log(f"{n.name}: dockerd started")
         return True
 
     def cut(self, node: str | Node) -> None:

@@ -42,7 +42,8 @@ def tail(path: Path, lines: int = 20) -> str:
         data = path.read_bytes()[-16384:]
     except OSError:
         return f"(no {path})"
-    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+    text = "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+    return text or f"({path} is empty)"
 
 
 # ---------------------------------------------------------------- processes
