@@ -544,7 +544,10 @@ class Manager:
         ]
         if not pending:
             return
-        placed = [t for t in self.tasks.values() if t.node_id and t.active and t.state is not TaskState.PENDING]
+        # Stopping tasks still hold their host ports until their container is gone.
+        placed = [
+            t for t in self.tasks.values() if t.node_id and not t.state.terminal and t.state is not TaskState.PENDING
+        ]
         result = schedule(pending, self.services, list(self.nodes.values()), placed)
         for task_id, node_id in result.assignments.items():
             task = self.tasks[task_id]
@@ -886,7 +889,7 @@ class Manager:
                 and self.nodes[t.node_id].ready
             )
             if service.spec.mode is ServiceMode.GLOBAL:
-                desired = sum(1 for t in tasks if t.desired_state is TaskState.RUNNING)
+                desired = sum(1 for t in tasks if t.active)
             else:
                 desired = service.spec.replicas
             return running, desired
