@@ -6,6 +6,22 @@
         psw-node-02 <-veth-> eth0 192.168.39.2 in netns node-02: dockerd, sshd (hostname node-02)
         ...
 
+Lab dir ($PYSWARM_LAB_DIR, default /var/lib/pyswarm-lab):
+
+    state.json                     subnet, node names, bridge: lets later processes find the lab
+    id_ed25519{,.pub}              the lab's SSH client key; authorized_keys holds its public key
+    known_hosts                    every node's host key, by IP (also merged into ~/.ssh/known_hosts)
+    nodes/node-01/
+        docker.sock                the engine's API (also ssh://root@192.168.39.1)
+        docker/                    dockerd --data-root
+        daemon.json, key.json      dockerd's own config file and trust key (engine ID)
+        dockerd.log, dockerd.pid
+        sshd_config, ssh_host_ed25519_key{,.pub}, sshd.log, sshd.pid
+        uts                        the node's UTS namespace, bind-mounted
+        pyswarm/                   $PYSWARM_DATA_DIR for pyswarm processes on the node
+    /run/pyswarm-lab/n1            dockerd --exec-root (short: containerd sockets live below it)
+    /var/cache/pyswarm-lab         the nginx image archive; survives `lab down`
+
 Each dockerd runs in the host's mount namespace (so its unix socket, data and logs are plain
 files under the lab dir) but in the node's network and UTS namespaces (so it has its own
 iptables, docker0 and hostname). Processes are started with `nsenter --net --uts`, never

@@ -95,6 +95,9 @@ def test_each_node_is_its_own_engine(lab: Lab) -> None:
         assert info["Name"] == node.name
         assert lab.exec(node, ["hostname"]).stdout.strip() == node.name
     assert len(seen_ids) == len(lab.nodes)
+    # One image, loaded everywhere: the same ID on every node, as after a registry pull.
+    image_ids = {engine(n).images.get("nginx:latest").id for n in lab.nodes}
+    assert len(image_ids) == 1
 
 
 def test_status_and_inventory(lab: Lab) -> None:
