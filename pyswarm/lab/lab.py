@@ -223,6 +223,7 @@ class Lab:
                         f"(`pyswarm lab down` removes it):\n{detail}"
                     )
             ssh.install_user_trust(cfg, cfg.node_list)
+            ssh.install_host_names(cfg.node_list)
             cfg.known_hosts.write_text("\n".join(ssh.known_hosts_lines(cfg.node_list)) + "\n")
         return self.ls()
 
@@ -557,6 +558,8 @@ class Lab:
                 did = True
             if iptables_remove(self._forward_rule(bridge)):
                 did = True
+        if ssh.remove_host_names():
+            did = True
         if ssh.remove_user_trust():
             did = True
         did = self._remove_dirs(cfg) or did

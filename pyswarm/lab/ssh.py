@@ -127,6 +127,28 @@ def install_user_trust(cfg: LabConfig, nodes: Sequence[Node]) -> None:
     _rewrite(conf, with_block(old, ssh_config_block(cfg, nodes), first=True))
 
 
+HOSTS_FILE = Path("/etc/hosts")
+
+
+def install_host_names(nodes: Sequence[Node], hosts_file: Path = HOSTS_FILE) -> None:
+    """Name the nodes in /etc/hosts. Inside a node there is no reachable DNS server, and paramiko's
+    ssh-config lookup (docker-py's too) resolves the local FQDN: unnamed, each SSH connect stalls ~10 s."""
+    old = hosts_file.read_text() if hosts_file.exists() else ""
+    # Written in place, not renamed over: /etc/hosts is often a bind mount.
+    hosts_file.write_text(with_block(old, [f"{n.addr}\t{n.name}" for n in nodes], first=False))
+
+
+def remove_host_names(hosts_file: Path = HOSTS_FILE) -> bool:
+    if not hosts_file.exists():
+        return False
+    old = hosts_file.read_text()
+    new = strip_block(old)
+    if new == old:
+        return False
+    hosts_file.write_text(new)
+    return True
+
+
 def remove_user_trust() -> bool:
     """Remove our marker blocks from ~/.ssh; True if anything was removed."""
     changed = False

@@ -114,6 +114,7 @@ class NodeAgent:
     engine: Engine | None = None
     heartbeat_engine: Engine | None = None
     misses: int = 0
+    online: bool = False
     events_generation: int = 0
     last_event_time: float | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -259,6 +260,7 @@ class Manager:
                 engine_url=engine_url,
                 addr=addr,
                 role=role,
+                status=NodeStatus.READY,  # it just answered; the heartbeat takes over from here
                 engine_id=info.id,
                 engine_version=info.version,
             )
@@ -739,17 +741,23 @@ class Manager:
     def _mark_node(self, agent: NodeAgent, status: NodeStatus, message: str) -> None:
         with self.lock:
             node = self.nodes.get(agent.node_id)
-            if node is None or node.status is status:
+            if node is None:
                 return
             if node.status_message == "node left the swarm" and status is NodeStatus.READY:
                 return
-            log.info("node %s is now %s %s", node.hostname, status.value, message)
-            node.status, node.status_message, node.updated_at = status, message, time.time()
-            self.store.write(nodes=[node])
-            self._dirty_services.update(self.services)
-            self._changed()
-        if status is NodeStatus.READY:
-            # Back (or first seen): fresh engine client, a new event stream, adopt or clean its containers.
+            changed = node.status is not status
+            if changed:
+                log.info("node %s is now %s %s", node.hostname, status.value, message)
+                node.status, node.status_message, node.updated_at = status, message, time.time()
+                self.store.write(nodes=[node])
+                self._dirty_services.update(self.services)
+                self._changed()
+            # The agent's own view, not the stored status: a restarted manager finds nodes stored as Ready.
+            came_online = status is NodeStatus.READY and not agent.online
+            agent.online = status is NodeStatus.READY
+        if came_online:
+            # Back (or first seen by this manager): fresh engine client, a new event stream, and adopt or
+            # clean its containers.
             self._drop_engine(agent)
             agent.events_generation += 1
             threading.Thread(
@@ -760,8 +768,9 @@ class Manager:
             ).start()
             agent.last_resync = time.time()
             agent.pool.submit(self.resync_node, agent.node_id)
-        self.ingress.node_changed(node)
-        self._notify()
+        if came_online or changed:
+            self.ingress.node_changed(node)
+            self._notify()
 
     def _watch_events(self, agent: NodeAgent, generation: int) -> None:
         """Docker events of our containers on one node. Over SSH the stream cannot be closed, so an

@@ -92,9 +92,16 @@ class MeshSync(IngressSync):
 
     def _apply(self, node: Node, ports: tuple[IngressPort, ...]) -> None:
         error = ""
+        began = time.monotonic()
         try:
             applier = self._applier(node)
-            applier.apply(render_node_rules(ports, node.addr))
+            changed = applier.apply(render_node_rules(ports, node.addr))
+            log.info(
+                "ingress on %s: %s in %.2fs",
+                node.hostname,
+                "applied" if changed else "unchanged",
+                time.monotonic() - began,
+            )
             with self._lock:
                 self._applied[node.id] = ports
         except (HostError, ValueError, OSError) as exc:

@@ -42,9 +42,7 @@ def container_spec(service: Service, task: Task, cluster_id: str) -> ContainerSp
     )
     # Ingress ports go on an ephemeral host port that the mesh forwards to; host-mode ports bind as given.
     ports = tuple(
-        PortBinding(
-            target=p.target, protocol=p.protocol, host_port=p.published if p.mode is PublishMode.HOST else 0
-        )
+        PortBinding(target=p.target, protocol=p.protocol, host_port=p.published if p.mode is PublishMode.HOST else 0)
         for p in spec.ports
     )
     return ContainerSpec(
