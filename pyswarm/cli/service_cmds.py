@@ -484,7 +484,6 @@ def _converge(api: Api, service_id: str, timeout: float, quiet: bool) -> None:
     deadline = time.time() + timeout
     seen = 0
     stable_since: float | None = None
-    ready_nodes = {n["hostname"] for n in api.get("/nodes") if n["status"] == "ready"}
     with Live(console=console, transient=False, auto_refresh=False) as live:
         while True:
             service_data = api.get(f"/services/{service_id}")
@@ -508,9 +507,12 @@ def _converge(api: Api, service_id: str, timeout: float, quiet: bool) -> None:
                 live.update(Text("\n".join(lines)), refresh=True)
             if done:
                 return
-            if rejected_on and running == 0 and rejected_on >= ready_nodes:
+            if rejected_on and running == 0:
                 error = next(t["error"] for t in tasks if t["state"] == "rejected")
-                fail(f"service {service_data['spec']['name']} cannot converge: {error}")
+                fail(
+                    f"service {service_data['spec']['name']} cannot converge: task rejected: {error}. "
+                    "The service stays and keeps retrying: load the image on the nodes, or `pyswarm service rm` it."
+                )
             if now > deadline:
                 errors = {t["error"] for t in tasks if t["error"]}
                 fail(

@@ -14,7 +14,7 @@ from typing import Any
 import click
 import httpx
 
-from pyswarm.cli.client import Api, fail, print_json, remove_client_config, save_client_config
+from pyswarm.cli.client import Api, config_path, fail, print_json, remove_client_config, save_client_config
 from pyswarm.cli.render import console, short, table
 from pyswarm.drivers.engine import DockerEngine, EngineError, validate_engine_url
 from pyswarm.manager.core import Manager, ManagerError, Settings
@@ -306,7 +306,7 @@ def swarm_leave(force: bool) -> None:
 def _stop_manager(directory: Path) -> None:
     config = read_json(directory / NODE_FILE) or {}
     host = config.get("manager", "")
-    token = (read_json(Path(os.path.expanduser("~/.config/pyswarm/config.json"))) or {}).get("token", "")
+    token = (read_json(config_path()) or {}).get("token", "")
     # Remove every service first, so no container and no mesh rule outlives the swarm.
     if host and token:
         headers = {"Authorization": f"Bearer {token}"}

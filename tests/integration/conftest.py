@@ -29,6 +29,7 @@ from pathlib import Path
 import pytest
 
 from pyswarm.lab import Lab, LabConfig
+from tests.integration.swarm import Swarm, wait_until
 
 
 def lab_skip_reason() -> str | None:
@@ -59,3 +60,20 @@ def lab() -> Iterator[Lab]:
         yield the_lab
     finally:
         the_lab.down()
+
+
+@pytest.fixture(scope="module")
+def swarm(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swarm]:
+    """A pyswarm cluster on the lab: the manager on node-01, every other node joined as a worker.
+    Each test module gets a fresh one; it leaves the swarm (services and containers removed) at the end."""
+    cluster = Swarm(lab, tmp_path_factory.mktemp("client") / "config.json")
+    cluster.leave_all()  # whatever an earlier, interrupted run left
+    try:
+        cluster.init()
+        for node in lab.nodes[1:]:
+            cluster.join(node.name)
+        wait_until(lambda: set(cluster.node_status().values()) == {"ready"}, what="all nodes ready")
+        yield cluster
+    finally:
+        lab.restore()
+        cluster.leave_all()
