@@ -15,7 +15,7 @@ import click
 import httpx
 
 from pyswarm.cli.client import Api, config_path, fail, print_json, remove_client_config, save_client_config
-from pyswarm.cli.render import console, short, table
+from pyswarm.cli.render import short, table
 from pyswarm.drivers.engine import DockerEngine, EngineError, validate_engine_url
 from pyswarm.manager.core import Manager, ManagerError, Settings
 from pyswarm.manager.daemon import (
@@ -531,19 +531,17 @@ def network() -> None:
 
 @network.command("ls")
 def network_ls() -> None:
-    """List networks."""
-    api = Api()
-    networks = api.get("/networks")
+    """List networks: the swarm's ingress, then this node's local networks (as docker shows them)."""
+    networks = Api().get("/networks")
     rows = [[short(n["id"]), n["name"], n["driver"], n["scope"]] for n in networks]
-    table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], rows)
     if os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock"):
         try:
             local = DockerEngine(local_engine_url(), timeout=5)
-            for item in local.api.networks():
-                console.print(f"{item['Id'][:12]}   {item['Name']}   {item['Driver']}   {item['Scope']}")
+            rows += [[item["Id"][:12], item["Name"], item["Driver"], item["Scope"]] for item in local.api.networks()]
             local.close()
-        except EngineError:
-            pass
+        except EngineError as exc:
+            click.echo(f"(local networks not shown: {exc})", err=True)
+    table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], sorted(rows, key=lambda r: r[1]))
 
 
 @network.command("inspect")
