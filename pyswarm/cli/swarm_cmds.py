@@ -19,6 +19,7 @@ from pyswarm.cli.render import short, table
 from pyswarm.drivers.engine import DockerEngine, EngineError, validate_engine_url
 from pyswarm.manager.core import Manager, ManagerError, Settings
 from pyswarm.manager.daemon import (
+    EXIT_CONFIG,
     LOG_FILE,
     NODE_FILE,
     PID_FILE,
@@ -341,7 +342,7 @@ def manager_cmd(directory: Path | None) -> None:
     try:
         serve(directory or data_dir())
     except (RuntimeError, StoreError) as exc:
-        fail(str(exc))
+        fail(str(exc), code=EXIT_CONFIG)
 
 
 # --- info ----------------------------------------------------------------------------------------------

@@ -16,9 +16,11 @@ import uvicorn
 
 from pyswarm.manager.api import create_app
 from pyswarm.manager.core import Manager, Settings
-from pyswarm.manager.store import secure_dir
+from pyswarm.manager.store import STATE_FILE, secure_dir
 
 DEFAULT_DATA_DIR = Path("/var/lib/pyswarm")
+# Exit status for a manager that cannot start until an operator acts (systemd: RestartPreventExitStatus=78).
+EXIT_CONFIG = 78
 SETTINGS_FILE = "manager.json"
 NODE_FILE = "node.json"
 PID_FILE = "manager.pid"
@@ -70,6 +72,12 @@ def load_settings(directory: Path) -> tuple[Settings, str]:
 def serve(directory: Path) -> None:
     """Run the manager in the foreground until SIGTERM/SIGINT (what `pyswarm manager` and systemd run)."""
     settings, listen_host = load_settings(directory)
+    if not (directory / STATE_FILE).exists():
+        # Starting empty would forget every service while their containers keep running.
+        raise RuntimeError(
+            f"the state file {directory / STATE_FILE} is missing: restore it from a backup, or remove "
+            f"{directory / SETTINGS_FILE} and run `pyswarm swarm init` to start a new swarm"
+        )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     manager = Manager(settings)
     from pyswarm.manager.ingress import MeshSync

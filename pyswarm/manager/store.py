@@ -138,7 +138,12 @@ class Store:
                 self._db.executemany("DELETE FROM tasks WHERE id=?", [(i,) for i in delete_tasks])
                 self._db.executemany("DELETE FROM nodes WHERE id=?", [(i,) for i in delete_nodes])
                 self._db.executemany("INSERT OR REPLACE INTO nodes (id, doc) VALUES (?, ?)", node_rows)
-                self._db.executemany("INSERT OR REPLACE INTO services (id, name, doc) VALUES (?, ?, ?)", service_rows)
+                # An upsert on id, not OR REPLACE: a clashing name must fail, not delete the other service.
+                self._db.executemany(
+                    "INSERT INTO services (id, name, doc) VALUES (?, ?, ?) "
+                    "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
+                    service_rows,
+                )
                 self._db.executemany("INSERT OR REPLACE INTO tasks (id, service_id, doc) VALUES (?, ?, ?)", task_rows)
             except BaseException:
                 self._db.execute("ROLLBACK")
