@@ -180,6 +180,42 @@ class PinnedHostKey(paramiko.MissingHostKeyPolicy):
             )
 
 
+def trust_pinned_host_key(
+    host: str, port: int, fingerprint: str, known_hosts: Path | None = None, timeout: float = 5.0
+) -> bool:
+    """Fetch host's SSH key, check it is the pinned one, and record it in known_hosts, so that every SSH
+    client of the manager (docker-py's RejectPolicy included) trusts exactly that key. True if recorded now."""
+    policy = PinnedHostKey(fingerprint)  # validates the fingerprint's form
+    import socket
+
+    known_hosts = known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        raise HostUnreachable(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+    except (paramiko.SSHException, OSError) as exc:
+        raise HostUnreachable(f"{host}:{port}: SSH handshake failed: {exc}") from None
+    finally:
+        transport.close()
+    policy.missing_host_key(paramiko.SSHClient(), host, key)  # raises HostKeyError on a mismatch
+    entry = host if port == 22 else f"[{host}]:{port}"
+    known = paramiko.HostKeys()
+    if known_hosts.exists():
+        known.load(str(known_hosts))
+        if known.check(entry, key):
+            return False
+    known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Appended, not HostKeys.save(): that would rewrite the file and drop its comments.
+    with open(known_hosts, "a") as handle:
+        handle.write(f"{entry} {key.get_name()} {key.get_base64()}\n")
+    os.chmod(known_hosts, 0o600)
+    return True
+
+
 def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, HostKeyError | paramiko.AuthenticationException | paramiko.BadHostKeyException)
 

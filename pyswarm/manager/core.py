@@ -8,12 +8,15 @@ always happens outside it, on per-node worker pools.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import hmac
 import logging
+import os
 import secrets
 import string
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -27,8 +30,10 @@ from pyswarm.drivers.engine import (
     EngineError,
     EngineUnreachable,
     ImageNotFound,
+    TlsFiles,
 )
-from pyswarm.manager.store import Store
+from pyswarm.drivers.host import HostError, trust_pinned_host_key
+from pyswarm.manager.store import Store, secure_dir
 from pyswarm.model import (
     LABEL_TASK_ID,
     Availability,
@@ -92,8 +97,17 @@ class Settings:
 EngineFactory = Callable[[str, float], Engine]
 
 
-def docker_engine_factory(url: str, timeout: float) -> Engine:
-    return DockerEngine(url, timeout=timeout, connect_timeout=min(3.0, max(timeout, 0.5)))
+def docker_engine_factory(url: str, timeout: float, tls: TlsFiles | None = None) -> Engine:
+    return DockerEngine(url, timeout=timeout, tls=tls, connect_timeout=min(3.0, max(timeout, 0.5)))
+
+
+@dataclass(frozen=True)
+class TlsPem:
+    """A tcp:// engine's client credentials as PEM text, as the API receives them."""
+
+    ca: str
+    cert: str
+    key: str
 
 
 class IngressSync:
@@ -219,9 +233,28 @@ class Manager:
 
     # --- nodes -------------------------------------------------------------------------------------
 
+    def _tls_dir(self, url: str) -> Path:
+        return self.settings.data_dir / "tls" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+    def _connect(self, url: str, timeout: float) -> Engine:
+        """An engine client for url, with the TLS files stored for it when it is a tcp:// engine."""
+        tls_dir = self._tls_dir(url)
+        if url.startswith("tcp://") and (tls_dir / "key.pem").exists():
+            tls = TlsFiles(ca=str(tls_dir / "ca.pem"), cert=str(tls_dir / "cert.pem"), key=str(tls_dir / "key.pem"))
+            return self.engine_factory(url, timeout, tls)  # type: ignore[call-arg]
+        return self.engine_factory(url, timeout)
+
+    def _store_tls(self, url: str, tls: TlsPem) -> None:
+        tls_dir = self._tls_dir(url)
+        secure_dir(tls_dir)
+        for name, text in (("ca.pem", tls.ca), ("cert.pem", tls.cert), ("key.pem", tls.key)):
+            fd = os.open(tls_dir / name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+
     def _probe_engine(self, url: str) -> EngineInfo:
         try:
-            engine = self.engine_factory(url, min(self.settings.engine_timeout, 15.0))
+            engine = self._connect(url, min(self.settings.engine_timeout, 15.0))
         except EngineError as exc:
             raise ManagerError(502, f"cannot reach engine {url}: {exc}") from None
         try:
@@ -232,9 +265,39 @@ class Manager:
             engine.close()
 
     def add_node(
-        self, engine_url: str, addr: str, expected_engine_id: str | None, role: NodeRole = NodeRole.WORKER
+        self,
+        engine_url: str,
+        addr: str,
+        expected_engine_id: str | None,
+        role: NodeRole = NodeRole.WORKER,
+        tls: TlsPem | None = None,
+        insecure_tcp: bool = False,
+        ssh_fingerprint: str | None = None,
     ) -> tuple[Node, str]:
-        """Register an engine (`swarm join` or `node add`). Returns the node and its own secret."""
+        """Register an engine (`swarm join` or `node add`). Returns the node and its own secret.
+
+        tcp:// engines need TLS credentials unless insecure_tcp; an ssh:// engine's host key must be in
+        known_hosts already, or match ssh_fingerprint (then it is recorded there)."""
+        parsed = urllib.parse.urlparse(engine_url)
+        if parsed.scheme == "tcp" and tls is None and not insecure_tcp:
+            raise ManagerError(
+                400,
+                f"engine {engine_url} is tcp:// without TLS: give its CA, certificate and key, "
+                "or --insecure-tcp to accept an unauthenticated engine",
+            )
+        if ssh_fingerprint:
+            if parsed.scheme != "ssh":
+                raise ManagerError(400, "an SSH host key fingerprint only applies to ssh:// engines")
+            try:
+                trust_pinned_host_key(parsed.hostname or "", parsed.port or 22, ssh_fingerprint)
+            except ValueError as exc:
+                raise ManagerError(400, str(exc)) from None
+            except HostError as exc:
+                raise ManagerError(403 if "pinned" in str(exc) else 502, str(exc)) from None
+        if tls is not None:
+            if parsed.scheme != "tcp":
+                raise ManagerError(400, "TLS credentials only apply to tcp:// engines")
+            self._store_tls(engine_url, tls)
         info = self._probe_engine(engine_url)
         if expected_engine_id is not None and not hmac.compare_digest(info.id, expected_engine_id):
             raise ManagerError(
@@ -686,7 +749,7 @@ class Manager:
     def _engine(self, agent: NodeAgent) -> Engine:
         engine = agent.engine
         if engine is None:
-            engine = self.engine_factory(agent.url, self.settings.engine_timeout)
+            engine = self._connect(agent.url, self.settings.engine_timeout)
             agent.engine = engine
         return engine
 
@@ -721,7 +784,7 @@ class Manager:
             began = time.monotonic()
             try:
                 if agent.heartbeat_engine is None:
-                    agent.heartbeat_engine = self.engine_factory(agent.url, max(period, 0.5))
+                    agent.heartbeat_engine = self._connect(agent.url, max(period, 0.5))
                 agent.heartbeat_engine.ping()
             except EngineError as exc:
                 engine, agent.heartbeat_engine = agent.heartbeat_engine, None
@@ -778,7 +841,7 @@ class Manager:
         while not agent.stop.is_set() and agent.events_generation == generation:
             since = agent.last_event_time
             try:
-                engine = self.engine_factory(agent.url, 3600.0)
+                engine = self._connect(agent.url, 3600.0)
             except EngineError:
                 agent.stop.wait(1.0)
                 continue
