@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.integration.swarm import Swarm, connect_refused, udp_ask, wait_until
 
 NODES = ("node-01", "node-02", "node-03")
@@ -80,6 +82,7 @@ def test_a_killed_task_leaves_the_rotation_and_its_replacement_joins(swarm: Swar
     )
 
 
+@pytest.mark.reliability("Node link cut: its endpoints leave the mesh")
 def test_a_cut_node_leaves_the_other_nodes_rules(swarm: Swarm) -> None:
     swarm.cli("service", "create", "--replicas", "3", "--name", "wide", "-p", "8083:80", "nginx")
     assert {t["node"] for t in swarm.running_tasks("wide")} == set(NODES)

@@ -75,6 +75,7 @@ def test_walkthrough(fresh: Swarm) -> None:
     assert swarm.cli("service", "ls").stdout.strip().splitlines()[1:] == []
 
 
+@pytest.mark.reliability("Container killed behind the manager's back")
 def test_killed_container_is_replaced(swarm_on: Swarm) -> None:
     swarm = swarm_on
     swarm.cli("service", "create", "--replicas", "2", "--restart-delay", "0s", "--name", "victim", "nginx")
@@ -94,6 +95,7 @@ def test_killed_container_is_replaced(swarm_on: Swarm) -> None:
     swarm.cli("service", "rm", "victim")
 
 
+@pytest.mark.reliability("Node link cut, then healed")
 def test_cut_node_loses_its_tasks_and_comes_back_clean(swarm_on: Swarm) -> None:
     swarm = swarm_on
     swarm.cli("service", "create", "--replicas", "3", "--name", "spread", "nginx")
@@ -130,6 +132,7 @@ def test_drain_empties_a_node(swarm_on: Swarm) -> None:
         swarm.cli("service", "rm", "drainme")
 
 
+@pytest.mark.reliability("CLI mistakes on a live cluster", cases=10)
 def test_operator_mistakes_are_refused_and_change_nothing(swarm_on: Swarm) -> None:
     swarm = swarm_on
     swarm.cli("service", "create", "--replicas", "1", "--name", "keep", "-p", "8080:80", "nginx")

@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from pyswarm.drivers.engine import Engine, MemoryEngine
@@ -22,6 +23,7 @@ CLIENTS = 20
 SHARED_NAMES = ["alpha", "beta", "gamma", "delta"]
 
 
+@pytest.mark.reliability("20 concurrent clients (optimistic concurrency)")
 def test_twenty_clients_lose_no_update_and_end_consistent(tmp_path: Path) -> None:
     engines = {url: MemoryEngine(url, hostname=f"node-{i}") for i, url in enumerate(URLS)}
 

@@ -142,6 +142,7 @@ def test_node_down_moves_tasks_and_stale_containers_go_when_it_returns(cluster: 
     assert cluster.running("web") == 3
 
 
+@pytest.mark.reliability("Manager restart adopts running containers (in-memory engines)")
 def test_restart_adopts_running_containers_without_restarting(cluster: Cluster) -> None:
     cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=3))
     wait_until(lambda: cluster.running("web") == 3)

@@ -40,6 +40,7 @@ def test_loose_permissions_are_tightened_at_start(tmp_path: Path) -> None:
     assert stat.S_IMODE((data / STATE_FILE).stat().st_mode) == 0o600
 
 
+@pytest.mark.reliability("Corrupt state file")
 def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir(mode=0o700)
@@ -48,6 +49,7 @@ def test_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
         Store(data)
 
 
+@pytest.mark.reliability("State file of another schema version")
 def test_other_schema_version_is_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     Store(data).close()
@@ -71,6 +73,7 @@ def test_a_failed_write_changes_nothing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["corrupt", "missing"])
+@pytest.mark.reliability("Corrupt or missing state file at manager start")
 def test_manager_start_on_a_bad_state_file_exits_once_with_a_message(tmp_path: Path, damage: str) -> None:
     data = tmp_path / "data"
     Store(data).close()
