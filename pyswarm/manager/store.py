@@ -1,7 +1,12 @@
 """The embedded state store: SQLite in WAL mode, one transaction per write batch.
 
-Rows hold JSON documents made by pyswarm.model.codec; the manager keeps the live copy in memory and
-writes through to here, so a restarted manager loads exactly what was accepted.
+Nodes and services are JSON documents made by pyswarm.model.codec. Tasks, by far the most numerous and the
+most often written (a reconcile pass may write 100k of them), are plain columns: binding a tuple costs a
+fraction of encoding a document, and the state file can be queried. The manager keeps the live copy in
+memory and writes through to here, so a restarted manager loads exactly what was accepted.
+
+Schema versions: 1 kept tasks as documents too; a version-1 file is migrated in place on open (one
+transaction). Any other version is refused.
 """
 
 from __future__ import annotations
@@ -15,18 +20,70 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyswarm.model import Node, Service, Task
+from pyswarm.model import Node, Service, Task, TaskState
 from pyswarm.model.codec import (
     node_from_dict,
     node_to_dict,
     service_from_dict,
     service_to_dict,
     task_from_dict,
-    task_to_dict,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATE_FILE = "state.db"
+
+# Task columns, in the order of the tuples that task_row makes and task_from_row reads.
+_CREATE_TASKS = (
+    "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, slot INTEGER NOT NULL, "
+    "node_id TEXT NOT NULL, desired_state TEXT NOT NULL, state TEXT NOT NULL, message TEXT NOT NULL, "
+    "error TEXT NOT NULL, container_id TEXT NOT NULL, "
+    "host_ports TEXT NOT NULL, "  # a JSON object: container port/protocol -> host port
+    "spec_version INTEGER NOT NULL, spec_digest TEXT NOT NULL, container_addr TEXT NOT NULL, "
+    "created_at REAL NOT NULL, updated_at REAL NOT NULL, state_changed_at REAL NOT NULL) WITHOUT ROWID"
+)
+_SELECT_TASKS = (
+    "SELECT id, service_id, slot, node_id, desired_state, state, message, error, container_id, host_ports, "
+    "spec_version, spec_digest, container_addr, created_at, updated_at, state_changed_at FROM tasks"
+)
+_UPSERT_TASK = (
+    "INSERT OR REPLACE INTO tasks (id, service_id, slot, node_id, desired_state, state, message, error, "
+    "container_id, host_ports, spec_version, spec_digest, container_addr, created_at, updated_at, "
+    "state_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_STATES = {state.value: state for state in TaskState}
+
+TaskRow = tuple[str, str, int, str, str, str, str, str, str, str, int, str, str, float, float, float]
+
+
+def task_row(t: Task) -> TaskRow:
+    ports = json.dumps(t.host_ports, separators=(",", ":")) if t.host_ports else "{}"
+    return (
+        t.id, t.service_id, t.slot, t.node_id, t.desired_state.value, t.state.value, t.message, t.error,
+        t.container_id, ports, t.spec_version, t.spec_digest, t.container_addr,
+        t.created_at, t.updated_at, t.state_changed_at,
+    )  # fmt: skip
+
+
+def task_from_row(row: TaskRow) -> Task:
+    ports = row[9]
+    return Task(
+        id=row[0],
+        service_id=row[1],
+        slot=int(row[2]),
+        node_id=row[3],
+        desired_state=_STATES[row[4]],
+        state=_STATES[row[5]],
+        message=row[6],
+        error=row[7],
+        container_id=row[8],
+        host_ports={k: int(v) for k, v in json.loads(ports).items()} if ports != "{}" else {},
+        spec_version=int(row[10]),
+        spec_digest=row[11],
+        container_addr=row[12],
+        created_at=float(row[13]),
+        updated_at=float(row[14]),
+        state_changed_at=float(row[15]),
+    )
 
 
 class StoreError(Exception):
@@ -76,7 +133,9 @@ class Store:
         with self._lock:
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
             row = self._db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is not None and int(row[0]) != SCHEMA_VERSION:
+            if row is not None and int(row[0]) == 1:
+                self._migrate_from_1()
+            elif row is not None and int(row[0]) != SCHEMA_VERSION:
                 version = int(row[0])
                 raise StoreError(
                     f"state file {self.path} has schema version {version}; this pyswarm reads version "
@@ -89,13 +148,30 @@ class Store:
                 "CREATE TABLE IF NOT EXISTS services (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, "
                 "doc TEXT NOT NULL)"
             )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS tasks (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, doc TEXT NOT NULL)"
-            )
+            self._db.execute(_CREATE_TASKS)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
             self._db.execute("COMMIT")
+
+    def _migrate_from_1(self) -> None:
+        """Version 1 -> 2: task documents become columns. One transaction: a crash leaves version 1."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE tasks RENAME TO tasks_v1")
+            self._db.execute(_CREATE_TASKS)
+            docs = self._db.execute("SELECT doc FROM tasks_v1").fetchall()
+            try:
+                rows = [task_row(task_from_dict(json.loads(doc))) for (doc,) in docs]
+            except (ValueError, KeyError) as exc:
+                raise StoreError(f"state file {self.path} is corrupt ({exc}); restore it from a backup") from None
+            self._db.executemany(_UPSERT_TASK, rows)
+            self._db.execute("DROP TABLE tasks_v1")
+            self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def load(self) -> Snapshot:
         with self._lock:
@@ -107,8 +183,8 @@ class Store:
                 for (doc,) in self._db.execute("SELECT doc FROM services"):
                     service = service_from_dict(json.loads(doc))
                     snapshot.services[service.id] = service
-                for (doc,) in self._db.execute("SELECT doc FROM tasks"):
-                    task = task_from_dict(json.loads(doc))
+                for row in self._db.execute(_SELECT_TASKS):
+                    task = task_from_row(row)
                     snapshot.tasks[task.id] = task
             except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
                 raise StoreError(f"state file {self.path} is corrupt ({exc}); restore it from a backup") from None
@@ -128,7 +204,7 @@ class Store:
         """Write everything given in one transaction: all of it lands, or none."""
         node_rows = [(n.id, json.dumps(node_to_dict(n))) for n in nodes]
         service_rows = [(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services]
-        task_rows = [(t.id, t.service_id, json.dumps(task_to_dict(t))) for t in tasks]
+        task_rows = [task_row(t) for t in tasks]
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -144,7 +220,7 @@ class Store:
                     "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
                     service_rows,
                 )
-                self._db.executemany("INSERT OR REPLACE INTO tasks (id, service_id, doc) VALUES (?, ?, ?)", task_rows)
+                self._db.executemany(_UPSERT_TASK, task_rows)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise

@@ -1,0 +1,51 @@
+"""Schema version 1 (task documents) is migrated in place to version 2 (task columns)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from pyswarm.manager.store import SCHEMA_VERSION, STATE_FILE, Store, StoreError
+from pyswarm.model import Task, TaskState
+from pyswarm.model.codec import task_to_dict
+
+
+def _version_1_file(data: Path, docs: list[str]) -> None:
+    data.mkdir(mode=0o700)
+    db = sqlite3.connect(data / STATE_FILE)
+    db.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "INSERT INTO meta VALUES ('schema_version', '1'), ('cluster_id', 'c1');"
+        "CREATE TABLE nodes (id TEXT PRIMARY KEY, doc TEXT NOT NULL);"
+        "CREATE TABLE services (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, doc TEXT NOT NULL);"
+        "CREATE TABLE tasks (id TEXT PRIMARY KEY, service_id TEXT NOT NULL, doc TEXT NOT NULL);"
+    )
+    db.executemany("INSERT INTO tasks VALUES (?, 's1', ?)", [(f"t{i}", doc) for i, doc in enumerate(docs)])
+    db.commit()
+    db.close()
+
+
+def test_version_1_tasks_are_migrated_to_columns(tmp_path: Path) -> None:
+    task = Task(
+        id="t0", service_id="s1", slot=2, node_id="n1", state=TaskState.RUNNING, message="started",
+        container_id="c" * 64, host_ports={"80/tcp": 32768}, spec_digest="d", container_addr="172.18.1.2",
+    )  # fmt: skip
+    _version_1_file(tmp_path / "data", [json.dumps(task_to_dict(task))])
+    store = Store(tmp_path / "data")
+    assert store.load().tasks == {"t0": task}
+    assert store.load().meta["schema_version"] == str(SCHEMA_VERSION)
+    store.write(tasks=[task])  # and it writes the new schema
+    store.close()
+    assert Store(tmp_path / "data").load().tasks == {"t0": task}
+
+
+def test_a_corrupt_version_1_task_is_a_clear_error_and_changes_nothing(tmp_path: Path) -> None:
+    _version_1_file(tmp_path / "data", ["{not json"])
+    with pytest.raises(StoreError, match="corrupt"):
+        Store(tmp_path / "data")
+    db = sqlite3.connect(tmp_path / "data" / STATE_FILE)
+    assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
