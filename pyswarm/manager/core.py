@@ -2,13 +2,21 @@
 
 Decisions come from the pure planners (reconcile plan, scheduler, ingress rules); this module keeps the
 state, persists it, and carries the decisions out on the engines. One lock guards the state; engine I/O
-always happens outside it, on per-node worker pools.
+always happens outside it, on a worker pool shared by all nodes (each node has its own queue, at most
+per_node_parallelism of its jobs run at once).
+
+Built to stay cheap at thousands of nodes and 100k+ tasks: the threads do not grow with the cluster (one
+heartbeat scheduler and a bounded ping pool; only the event streams, which block on I/O, are one per node),
+and a reconcile pass costs what changed since the last one, not the size of the cluster: services are
+re-planned only when something that matters to their plan changed, and only tasks that changed, or whose
+node did, are looked at for engine actions. Nothing happens while nothing changes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import heapq
 import hmac
 import logging
 import os
@@ -17,7 +25,8 @@ import string
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -51,12 +60,12 @@ from pyswarm.model import (
 )
 from pyswarm.model.parse import SpecError, check_port_conflicts
 from pyswarm.planners.containers import container_spec, endpoints, task_name
-from pyswarm.planners.reconcile import plan_service
+from pyswarm.planners.reconcile import plan_service, task_spec_digest
 from pyswarm.planners.scheduler import schedule
 
 log = logging.getLogger("pyswarm.manager")
 
-_ID_ALPHABET = string.ascii_lowercase + string.digits
+_ID_ALPHABET = string.digits + string.ascii_lowercase  # base 36 digits
 # Ports the mesh must never take over on every node: SSH is how the manager reaches the hosts.
 RESERVED_PORTS = frozenset({22})
 # Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
@@ -64,8 +73,14 @@ EPHEMERAL_PORTS = range(32768, 61000)
 
 
 def new_id() -> str:
-    """25 lowercase alphanumerics, like swarm's object IDs."""
-    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(25))
+    """25 lowercase alphanumerics: 128 random bits in base 36, as swarmkit's identity.NewID makes them.
+    (One urandom call, not one per character: the reconcile pass makes an id per new task.)"""
+    number = int.from_bytes(os.urandom(16), "big")
+    chars = []
+    for _ in range(25):
+        number, digit = divmod(number, 36)
+        chars.append(_ID_ALPHABET[digit])
+    return "".join(chars)
 
 
 def new_token(kind: str) -> str:
@@ -92,6 +107,7 @@ class Settings:
     history_limit: int = 5
     per_node_parallelism: int = 8  # below sshd's MaxSessions
     engine_timeout: float = 30.0
+    engine_workers: int = 64  # threads for engine calls, shared by all nodes
 
 
 EngineFactory = Callable[[str, float], Engine]
@@ -120,11 +136,13 @@ class IngressSync:
 
 @dataclass
 class NodeAgent:
-    """What the manager keeps per node: engine clients, a worker pool, and liveness."""
+    """What the manager keeps per node: engine clients, its queue of engine jobs, and liveness."""
 
     node_id: str
     url: str
-    pool: ThreadPoolExecutor
+    jobs: deque[tuple[Callable[..., None], tuple[Any, ...]]] = field(default_factory=deque)
+    running: int = 0  # drainers of `jobs` on the shared workers
+    busy: int = 0  # of them, those inside a job (the others are about to take one)
     engine: Engine | None = None
     heartbeat_engine: Engine | None = None
     misses: int = 0
@@ -152,18 +170,35 @@ class Manager:
         self.services: dict[str, Service] = snapshot.services
         self.tasks: dict[str, Task] = snapshot.tasks
         self.tasks_by_service: dict[str, dict[str, Task]] = {sid: {} for sid in self.services}
+        self.tasks_by_node: dict[str, set[str]] = {}
         for task in self.tasks.values():
             self.tasks_by_service.setdefault(task.service_id, {})[task.id] = task
+            if task.node_id:
+                self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
         self.agents: dict[str, NodeAgent] = {}
         self.ingress: IngressSync = IngressSync()
         self._inflight: set[str] = set()
         self._removing: set[str] = set()
-        self._dirty_tasks: set[str] = set()
-        self._dirty_services: set[str] = set(self.services)
+        self._dirty_tasks: set[str] = set()  # to write at the end of the pass
+        self._dirty_services: set[str] = set(self.services)  # to re-plan
+        # Tasks to look at for engine actions in the next pass: changed, or their node or service did.
+        self._attention: set[str] = set(self.tasks)
+        self._pending: set[str] = {t.id for t in self.tasks.values() if t.state is TaskState.PENDING}
+        self._schedule_again = True  # capacity changed: unplaceable tasks may fit now
+        # Services with tasks of an older spec: their rolling update waits for tasks to run.
+        self._updating: set[str] = set(self.services)
+        self._service_wakes: dict[str, float] = {}  # service -> when its plan is due again
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._loop_thread: threading.Thread | None = None
         self._next_wake: float | None = None
+        self._jobs_lock = threading.Lock()
+        self._workers = ThreadPoolExecutor(settings.engine_workers, thread_name_prefix="engine")
+        self._pings = ThreadPoolExecutor(16, thread_name_prefix="ping")
+        self._beats: list[tuple[float, int, NodeAgent]] = []  # heap of (due, tiebreak, agent)
+        self._beats_changed = threading.Condition(threading.Lock())
+        self._beat_counter = 0
+        self._heartbeat_thread: threading.Thread | None = None
         self.started_at = time.time()
         self._adopted: set[str] = set()  # nodes whose containers were adopted since this start
         self._changes = threading.Condition(self.lock)
@@ -332,7 +367,7 @@ class Manager:
             self.meta[f"node_secret_{node.id}"] = secret
             self.nodes[node.id] = node
             self._start_agent(node)
-            self._dirty_services.update(self.services)
+            self._node_changed(node.id)
         self._notify()
         return node, secret
 
@@ -373,7 +408,7 @@ class Manager:
                 updated.role = role
             self.store.write(nodes=[updated])
             self.nodes[node.id] = updated
-            self._dirty_services.update(self.services)
+            self._node_changed(node.id)
         self._notify()
         return updated
 
@@ -388,13 +423,14 @@ class Manager:
                     f"node {node.hostname} is not down and can't be removed: run `swarm leave` on it, or use --force",
                 )
             agent = self.agents.pop(node.id, None)
-            orphaned = [t for t in self.tasks.values() if t.node_id == node.id and not t.state.terminal]
+            on_node = (self.tasks[t] for t in self.tasks_by_node.get(node.id, ()) if t in self.tasks)
+            orphaned = [t for t in on_node if not t.state.terminal]
             for task in orphaned:
                 self._set_state(task, TaskState.ORPHANED, "node removed")
                 task.desired_state = TaskState.SHUTDOWN
             self.store.write(delete_nodes=[node.id], tasks=orphaned)
             del self.nodes[node.id]
-            self._dirty_services.update(self.services)
+            self._node_changed(node.id)
         if agent is not None:
             self._stop_agent(agent)
         self._notify()
@@ -408,7 +444,7 @@ class Manager:
             agent = self.agents.pop(node_id, None)
             node.status, node.status_message = NodeStatus.DOWN, "node left the swarm"
             self.store.write(nodes=[node])
-            self._dirty_services.update(self.services)
+            self._node_changed(node_id)
         if agent is not None:
             self._stop_agent(agent)
         self._notify()
@@ -490,6 +526,8 @@ class Manager:
             self.store.write(services=[updated])
             self.services[current.id] = updated
             self._dirty_services.add(current.id)
+            self._updating.add(current.id)  # until a pass finds no task of another spec
+            self._schedule_again = True  # e.g. constraints or max-per-node relaxed
         self._notify()
         return updated
 
@@ -502,6 +540,9 @@ class Manager:
                 task.message = "service removed"
             self.store.write(delete_services=[service.id], tasks=tasks)
             del self.services[service.id]
+            self._attention.update(t.id for t in tasks)
+            self._dirty_services.add(service.id)  # the pass tells watchers and the mesh
+            self._schedule_again = True
         self._notify()
         return service
 
@@ -517,11 +558,28 @@ class Manager:
     def stop(self) -> None:
         self._stopping.set()
         self._wake.set()
+        with self._beats_changed:
+            self._beats_changed.notify()
         for agent in list(self.agents.values()):
             self._stop_agent(agent)
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._pings.shutdown(wait=False, cancel_futures=True)
         self.ingress.stop()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout=5)
+
+    def replan_all(self) -> None:
+        """Have the next pass re-plan every service, as a node change does."""
+        with self.lock:
+            self._dirty_services.update(self.services)
+        self._notify()
+
+    def _node_changed(self, node_id: str) -> None:
+        """A node appeared, went, or changed status, availability, labels or role (lock held): every
+        service's plan may change, unplaceable tasks may fit, and the node's tasks may need actions."""
+        self._dirty_services.update(self.services)
+        self._schedule_again = True
+        self._attention.update(self.tasks_by_node.get(node_id, ()))
 
     def _notify(self) -> None:
         self._wake.set()
@@ -539,9 +597,8 @@ class Manager:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            timeout = 1.0
-            if self._next_wake is not None:
-                timeout = max(0.0, min(timeout, self._next_wake - time.time()))
+            # No polling: a pass runs when something changed, or when a service's plan falls due.
+            timeout = None if self._next_wake is None else max(0.0, self._next_wake - time.time())
             self._wake.wait(timeout)
             if self._stopping.is_set():
                 return
@@ -560,9 +617,10 @@ class Manager:
         removals: list[tuple[str, str, str]] = []
         deleted: list[str] = []
         with self.lock:
-            if self._next_wake is not None and now >= self._next_wake:
-                self._dirty_services.update(self.services)
-                self._next_wake = None
+            due = [s for s, at in self._service_wakes.items() if at <= now]
+            for service_id in due:
+                del self._service_wakes[service_id]
+            self._dirty_services.update(due)
             dirty, self._dirty_services = self._dirty_services, set()
             for service_id in dirty:
                 service = self.services.get(service_id)
@@ -578,35 +636,70 @@ class Manager:
                     task.message = reason
                     task.updated_at = now
                     self._dirty_tasks.add(task_id)
+                    self._attention.add(task_id)
+                    self._schedule_again = True  # it no longer counts toward max-per-node
                 for task in plan.create:
                     tasks[task.id] = task
                     self.tasks[task.id] = task
                     self._dirty_tasks.add(task.id)
+                    self._attention.add(task.id)
+                    self._pending.add(task.id)
+                    self._schedule_again = True
+                    if task.node_id:
+                        self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
                 for task_id in plan.delete:
                     if task_id in self._inflight or task_id in self._removing:
                         continue
-                    tasks.pop(task_id, None)
-                    self.tasks.pop(task_id, None)
-                    self._dirty_tasks.discard(task_id)
-                    deleted.append(task_id)
+                    self._forget_task(tasks, task_id, deleted)
+                self._service_wakes.pop(service_id, None)
                 if plan.wake_at is not None:
-                    self._next_wake = min(self._next_wake or plan.wake_at, plan.wake_at)
+                    self._service_wakes[service_id] = plan.wake_at
+                if service_id in self._updating:
+                    digest = task_spec_digest(service.spec)
+                    if all(t.spec_digest == digest for t in tasks.values()):
+                        self._updating.discard(service_id)
+            self._next_wake = min(self._service_wakes.values(), default=None)
             self._schedule_pending(now)
             self._collect_actions(starts, removals, deleted)
-            self._flush(deleted)
-            self._changed()
+            changed = self._flush(deleted) or bool(dirty)
+            if changed:
+                self._changed()
+            agents = dict(self.agents)
         for task in starts:
-            self.agents[task.node_id].pool.submit(self._run_task, task.node_id, task.id)
+            agent = agents.get(task.node_id)
+            if agent is None or not self._submit(agent, self._run_task, task.node_id, task.id):
+                with self.lock:
+                    self._action_done(task.id)
         for node_id, container_id, task_id in removals:
-            self.agents[node_id].pool.submit(self._remove_container, node_id, container_id, task_id)
-        self.ingress.endpoints_changed()
+            agent = agents.get(node_id)
+            if agent is None or not self._submit(agent, self._remove_container, node_id, container_id, task_id):
+                with self.lock:
+                    self._removing.discard(container_id)
+        if changed:
+            self.ingress.endpoints_changed()
+
+    def _forget_task(self, tasks: dict[str, Task], task_id: str, deleted: list[str]) -> None:
+        task = tasks.pop(task_id, None)
+        self.tasks.pop(task_id, None)
+        if task is not None and task.node_id:
+            self.tasks_by_node.get(task.node_id, set()).discard(task_id)
+        self._dirty_tasks.discard(task_id)
+        self._attention.discard(task_id)
+        self._pending.discard(task_id)
+        deleted.append(task_id)
 
     def _schedule_pending(self, now: float) -> None:
-        pending = [
-            t
-            for t in self.tasks.values()
-            if t.state is TaskState.PENDING and t.desired_state is TaskState.RUNNING and t.service_id in self.services
-        ]
+        # Tasks that could not be placed before are tried again only when capacity may have changed.
+        if not self._schedule_again:
+            return
+        self._schedule_again = False
+        pending = []
+        for task_id in list(self._pending):
+            t = self.tasks.get(task_id)
+            if t is None or t.state is not TaskState.PENDING or t.desired_state is not TaskState.RUNNING:
+                self._pending.discard(task_id)
+            elif t.service_id in self.services:
+                pending.append(t)
         if not pending:
             return
         # Stopping tasks still hold their host ports until their container is gone.
@@ -616,8 +709,13 @@ class Manager:
         result = schedule(pending, self.services, list(self.nodes.values()), placed)
         for task_id, node_id in result.assignments.items():
             task = self.tasks[task_id]
-            task.node_id = node_id
+            if task.node_id != node_id:
+                if task.node_id:
+                    self.tasks_by_node.get(task.node_id, set()).discard(task_id)
+                task.node_id = node_id
+                self.tasks_by_node.setdefault(node_id, set()).add(task_id)
             self._set_state(task, TaskState.ASSIGNED, "scheduled", now)
+            self._pending.discard(task_id)
         for task_id, reason in result.unplaceable.items():
             task = self.tasks[task_id]
             if task.message != reason:
@@ -626,9 +724,11 @@ class Manager:
                 self._dirty_tasks.add(task_id)
 
     def _collect_actions(self, starts: list[Task], removals: list[tuple[str, str, str]], deleted: list[str]) -> None:
-        for task in self.tasks.values():
-            if task.id in self._inflight:
-                continue
+        attention, self._attention = self._attention, set()
+        for task_id in attention:
+            task = self.tasks.get(task_id)
+            if task is None or task.id in self._inflight:
+                continue  # an in-flight task gets attention again when its action ends
             node = self.nodes.get(task.node_id)
             ready = node is not None and node.ready and task.node_id in self.agents
             if task.desired_state is TaskState.RUNNING and task.service_id not in self.services:
@@ -649,29 +749,72 @@ class Manager:
         for service_id in [s for s in self.tasks_by_service if s not in self.services]:
             tasks = self.tasks_by_service[service_id]
             for task_id in [t.id for t in tasks.values() if t.state.terminal and t.id not in self._inflight]:
-                del tasks[task_id]
-                self.tasks.pop(task_id, None)
-                self._dirty_tasks.discard(task_id)
-                deleted.append(task_id)
+                self._forget_task(tasks, task_id, deleted)
             if not tasks:
                 del self.tasks_by_service[service_id]
 
-    def _flush(self, deleted: list[str] | None = None) -> None:
+    def _flush(self, deleted: list[str] | None = None) -> bool:
+        """Write the tasks changed since the last flush; returns whether there were any."""
         if not self._dirty_tasks and not deleted:
-            return
+            return False
         dirty = [self.tasks[t] for t in self._dirty_tasks if t in self.tasks]
         self._dirty_tasks = set()
         self.store.write(tasks=dirty, delete_tasks=deleted or ())
+        return True
 
     def _set_state(self, task: Task, state: TaskState, message: str = "", now: float | None = None) -> None:
         now = now or time.time()
         if state is not task.state:
             task.state = state
             task.state_changed_at = now
+            if state.terminal:
+                self._schedule_again = True  # its host ports and its place in max-per-node are free
         if message:
             task.message = message
         task.updated_at = now
         self._dirty_tasks.add(task.id)
+        self._attention.add(task.id)
+
+    def _action_done(self, task_id: str) -> None:
+        """An engine action on the task ended (lock held): the next pass looks at it again."""
+        self._inflight.discard(task_id)
+        self._attention.add(task_id)
+
+    # --- the shared engine workers -------------------------------------------------------------------
+
+    def _submit(self, agent: NodeAgent, fn: Callable[..., None], *args: Any) -> bool:
+        """Queue an engine job for the agent's node, where at most per_node_parallelism jobs run at once,
+        each on a drainer that runs the node's jobs until none is left. False if the agent is stopped."""
+        with self._jobs_lock:
+            if agent.stop.is_set() or self._stopping.is_set():
+                return False
+            agent.jobs.append((fn, args))
+            # Another drainer only if the queue outgrows those about to take a job, and the node has room.
+            if agent.running >= self.settings.per_node_parallelism or len(agent.jobs) <= agent.running - agent.busy:
+                return True
+            agent.running += 1
+        try:
+            self._workers.submit(self._drain, agent)
+        except RuntimeError:  # shut down meanwhile; the job stays queued and dropped with its agent
+            with self._jobs_lock:
+                agent.running -= 1
+        return True
+
+    def _drain(self, agent: NodeAgent) -> None:
+        while True:
+            with self._jobs_lock:
+                if not agent.jobs or agent.stop.is_set():
+                    agent.running -= 1
+                    return
+                fn, args = agent.jobs.popleft()
+                agent.busy += 1
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("engine job on node %s failed", agent.node_id[:12])
+            finally:
+                with self._jobs_lock:
+                    agent.busy -= 1
 
     # --- actions on engines, run on node worker pools ------------------------------------------------
 
@@ -681,7 +824,7 @@ class Manager:
             service = self.services.get(task.service_id) if task else None
             agent = self.agents.get(node_id)
             if task is None or service is None or agent is None or task.desired_state is not TaskState.RUNNING:
-                self._inflight.discard(task_id)
+                self._action_done(task_id)
                 self._notify()
                 return
             self._set_state(task, TaskState.PREPARING, "preparing")
@@ -713,11 +856,15 @@ class Manager:
                 task.error = message
             if task.state is not TaskState.FAILED or state is TaskState.RUNNING:
                 self._set_state(task, state, message)
-            self._dirty_services.add(task.service_id)
+            # A task that starts as planned changes no plan, except that of a rolling update waiting for it.
+            if state is not TaskState.RUNNING or task.service_id in self._updating:
+                self._dirty_services.add(task.service_id)
+            if not retry_after:
+                self._action_done(task.id)
         if retry_after:
             time.sleep(retry_after)
-        with self.lock:
-            self._inflight.discard(task.id)
+            with self.lock:
+                self._action_done(task.id)
         self._notify()
 
     def _remove_container(self, node_id: str, container_id: str, task_id: str) -> None:
@@ -739,6 +886,8 @@ class Manager:
         finally:
             with self.lock:
                 self._removing.discard(container_id)
+                if task_id in self.tasks:
+                    self._attention.add(task_id)  # a failed removal is retried by a later pass
         with self.lock:
             task = self.tasks.get(task_id)
             if task is not None and task.container_id == container_id and not task.state.terminal:
@@ -763,43 +912,91 @@ class Manager:
     def _start_agent(self, node: Node) -> None:
         if node.id in self.agents or self._stopping.is_set():
             return
-        agent = NodeAgent(
-            node_id=node.id,
-            url=node.engine_url,
-            pool=ThreadPoolExecutor(self.settings.per_node_parallelism, thread_name_prefix=f"node-{node.hostname}"),
-        )
+        agent = NodeAgent(node_id=node.id, url=node.engine_url)
         self.agents[node.id] = agent
-        threading.Thread(target=self._heartbeat, args=(agent,), name=f"hb-{node.hostname}", daemon=True).start()
+        self._schedule_beat(agent, time.monotonic())
+        if self._heartbeat_thread is None:
+            self._heartbeat_thread = threading.Thread(target=self._heartbeats, name="heartbeats", daemon=True)
+            self._heartbeat_thread.start()
 
     def _stop_agent(self, agent: NodeAgent) -> None:
         agent.stop.set()
-        agent.pool.shutdown(wait=False, cancel_futures=True)
+        with self._jobs_lock:
+            dropped = list(agent.jobs)
+            agent.jobs.clear()
+        with self.lock:  # what was queued is not in flight any more
+            for fn, args in dropped:
+                if fn == self._run_task:
+                    self._action_done(args[1])
+                elif fn == self._remove_container:
+                    self._removing.discard(args[1])
         for engine in (agent.engine, agent.heartbeat_engine):
             if engine is not None:
                 engine.close()
 
-    def _heartbeat(self, agent: NodeAgent) -> None:
+    def _schedule_beat(self, agent: NodeAgent, at: float) -> None:
+        with self._beats_changed:
+            self._beat_counter += 1
+            heapq.heappush(self._beats, (at, self._beat_counter, agent))
+            if self._beats[0][2] is agent:
+                self._beats_changed.notify()
+
+    def _heartbeats(self) -> None:
+        """One thread for every node's heartbeat: it hands the pings that are due to the ping pool, in
+        batches (a ping is I/O; healthy nodes answer fast, so a batch goes one after another; a node that
+        just failed gets a batch of its own, so that its timeouts delay no other node)."""
+        while not self._stopping.is_set():
+            due: list[NodeAgent] = []
+            with self._beats_changed:
+                now = time.monotonic()
+                while self._beats and self._beats[0][0] <= now:
+                    agent = heapq.heappop(self._beats)[2]
+                    if not agent.stop.is_set():
+                        due.append(agent)
+                if not due:
+                    timeout = self._beats[0][0] - now if self._beats else None
+                    self._beats_changed.wait(timeout)
+                    continue
+            healthy = [a for a in due if not a.misses]
+            batches = [healthy[i : i + 32] for i in range(0, len(healthy), 32)]
+            batches += [[a] for a in due if a.misses]
+            for batch in batches:
+                try:
+                    self._pings.submit(self._ping, batch)
+                except RuntimeError:  # shut down
+                    return
+
+    def _ping(self, agents: Iterable[NodeAgent]) -> None:
         period = self.settings.heartbeat
-        while not agent.stop.is_set():
+        for agent in agents:
             began = time.monotonic()
             try:
-                if agent.heartbeat_engine is None:
-                    agent.heartbeat_engine = self._connect(agent.url, max(period, 0.5))
-                agent.heartbeat_engine.ping()
-            except EngineError as exc:
-                engine, agent.heartbeat_engine = agent.heartbeat_engine, None
-                if engine is not None:
-                    engine.close()
-                agent.misses += 1
-                if agent.misses >= self.settings.heartbeat_misses:
-                    self._mark_node(agent, NodeStatus.DOWN, f"heartbeat failure: {exc}")
-            else:
-                agent.misses = 0
-                self._mark_node(agent, NodeStatus.READY, "")
-                if time.time() - agent.last_resync >= self.settings.resync_interval:
-                    agent.last_resync = time.time()
-                    agent.pool.submit(self.resync_node, agent.node_id)
-            agent.stop.wait(max(0.0, period - (time.monotonic() - began)))
+                self._ping_one(agent, period)
+            except Exception:
+                log.exception("heartbeat of node %s failed", agent.node_id[:12])
+            if not agent.stop.is_set():
+                self._schedule_beat(agent, began + period)
+
+    def _ping_one(self, agent: NodeAgent, period: float) -> None:
+        try:
+            if agent.heartbeat_engine is None:
+                agent.heartbeat_engine = self._connect(agent.url, max(period, 0.5))
+            agent.heartbeat_engine.ping()
+        except EngineError as exc:
+            engine, agent.heartbeat_engine = agent.heartbeat_engine, None
+            if engine is not None:
+                engine.close()
+            agent.misses += 1
+            if agent.misses >= self.settings.heartbeat_misses:
+                self._mark_node(agent, NodeStatus.DOWN, f"heartbeat failure: {exc}")
+            return
+        agent.misses = 0
+        node = self.nodes.get(agent.node_id)
+        if not (agent.online and node is not None and node.status is NodeStatus.READY):
+            self._mark_node(agent, NodeStatus.READY, "")  # a change: the common case above needs no lock
+        if time.time() - agent.last_resync >= self.settings.resync_interval:
+            agent.last_resync = time.time()
+            self._submit(agent, self.resync_node, agent.node_id)
 
     def _mark_node(self, agent: NodeAgent, status: NodeStatus, message: str) -> None:
         with self.lock:
@@ -813,7 +1010,7 @@ class Manager:
                 log.info("node %s is now %s %s", node.hostname, status.value, message)
                 node.status, node.status_message, node.updated_at = status, message, time.time()
                 self.store.write(nodes=[node])
-                self._dirty_services.update(self.services)
+                self._node_changed(node.id)
                 self._changed()
             # The agent's own view, not the stored status: a restarted manager finds nodes stored as Ready.
             came_online = status is NodeStatus.READY and not agent.online
@@ -830,7 +1027,9 @@ class Manager:
                 name=f"events-{agent.node_id[:8]}",
             ).start()
             agent.last_resync = time.time()
-            agent.pool.submit(self.resync_node, agent.node_id)
+            self._submit(agent, self.resync_node, agent.node_id)
+            with self.lock:
+                self._attention.update(self.tasks_by_node.get(agent.node_id, ()))  # its assigned tasks can start
         if came_online or changed:
             self.ingress.node_changed(node)
             self._notify()
@@ -885,24 +1084,31 @@ class Manager:
         agent = self.agents.get(task.node_id)
         if agent is not None and task.container_id and task.container_id not in self._removing:
             self._removing.add(task.container_id)
-            agent.pool.submit(self._remove_container, task.node_id, task.container_id, task.id)
+            self._submit(agent, self._remove_container, task.node_id, task.container_id, task.id)
 
     def resync_node(self, node_id: str) -> None:
         """Compare a node's containers with the store: adopt ours, fail the vanished, remove strays."""
         agent = self.agents.get(node_id)
         if agent is None:
             return
+        # Tasks that change while the engine lists its containers are judged by the next resync, not by
+        # this listing: one that started meanwhile is missing from it, without having vanished.
+        listed_at = time.time()
         try:
             containers = self._engine(agent).containers(self.cluster_id)
         except EngineError:
             return
         seen: set[str] = set()
         with self.lock:
+            changed = False
             for container in containers:
-                self._resync_container(node_id, container, seen)
-            for task in self.tasks.values():
+                changed = self._resync_container(node_id, container, seen, listed_at) or changed
+            on_node = (self.tasks.get(t) for t in self.tasks_by_node.get(node_id, ()))
+            for task in on_node:
                 if (
-                    task.node_id == node_id
+                    task is not None
+                    and task.node_id == node_id
+                    and task.state_changed_at < listed_at
                     and task.container_id
                     and task.container_id not in seen
                     and not task.state.terminal
@@ -914,25 +1120,34 @@ class Manager:
                     else:
                         self._set_state(task, TaskState.SHUTDOWN, task.message or "shutdown")
                     self._dirty_services.add(task.service_id)
+                    changed = True
             self._adopted.add(node_id)
-        self._notify()
+        if changed:  # a pass only when there is something to plan or write
+            self._notify()
 
-    def _resync_container(self, node_id: str, container: ContainerInfo, seen: set[str]) -> None:
+    def _resync_container(self, node_id: str, container: ContainerInfo, seen: set[str], listed_at: float) -> bool:
+        """Reconcile one listed container with its task (lock held); True if a task changed."""
         seen.add(container.id)
         task = self.tasks.get(container.task_id)
-        if task is not None and (task.id in self._inflight or container.id in self._removing):
-            return
+        if task is not None and (
+            task.id in self._inflight or container.id in self._removing or task.state_changed_at >= listed_at
+        ):
+            return False
         stray = task is None or task.node_id != node_id or (task.container_id not in ("", container.id))
         unwanted = task is not None and (task.desired_state is not TaskState.RUNNING or task.state.terminal)
         if stray or unwanted or container.status != "running":
+            failed = False
             if task is not None and not stray and task.desired_state is TaskState.RUNNING and not task.state.terminal:
                 self._fail(task, f"task: non-zero exit ({container.exit_code})" if container.exit_code else "exited")
                 self._dirty_services.add(task.service_id)
+                failed = True
             agent = self.agents[node_id]
             if container.id not in self._removing:
                 self._removing.add(container.id)
-                agent.pool.submit(self._remove_container, node_id, container.id, task.id if task and not stray else "")
-            return
+                self._submit(
+                    agent, self._remove_container, node_id, container.id, task.id if task and not stray else ""
+                )
+            return failed
         assert task is not None
         if task.state is not TaskState.RUNNING or not task.container_id:
             # Adoption after a manager restart: the container runs, so the task does; nothing is restarted.
@@ -941,6 +1156,8 @@ class Manager:
             task.container_addr = container.container_addr or task.container_addr
             self._set_state(task, TaskState.RUNNING, "running (adopted)")
             self._dirty_services.add(task.service_id)
+            return True
+        return False
 
     # --- queries -----------------------------------------------------------------------------------
 
