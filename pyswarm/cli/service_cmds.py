@@ -166,11 +166,12 @@ def service_create(
         parse.check_port_conflicts(_parsed(parse.publish, item) for item in publish)
     except parse.SpecError as exc:
         fail(str(exc))
+    wait = _parsed(parse.duration, timeout)  # before anything is created
     api = Api()
     created = api.post("/services", spec)
     click.echo(created["id"])
     if not detach:
-        _converge(api, created["id"], _parsed(parse.duration, timeout), quiet)
+        _converge(api, created["id"], wait, quiet)
 
 
 @service.command("ls")
@@ -367,6 +368,7 @@ def service_update(
     ref: str,
 ) -> None:
     """Update a service."""
+    wait = _parsed(parse.duration, timeout)  # before anything is changed
     api = Api()
     current = api.get(f"/services/{_path(ref)}")
     spec = dict(current["spec"])
@@ -423,7 +425,7 @@ def service_update(
     api.post(f"/services/{_path(ref)}/update", {"version": current["version"], "spec": spec})
     click.echo(spec["name"])
     if not detach:
-        _converge(api, current["id"], _parsed(parse.duration, timeout), quiet)
+        _converge(api, current["id"], wait, quiet)
 
 
 @service.command("scale")
