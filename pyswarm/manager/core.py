@@ -47,6 +47,7 @@ from pyswarm.model import (
     LABEL_TASK_ID,
     Availability,
     ContainerInfo,
+    ContainerSpec,
     EngineInfo,
     Node,
     NodeRole,
@@ -70,6 +71,8 @@ _ID_ALPHABET = string.digits + string.ascii_lowercase  # base 36 digits
 RESERVED_PORTS = frozenset({22})
 # Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
 EPHEMERAL_PORTS = range(32768, 61000)
+# A worker starting tasks records their states at least this often (seconds), see Manager._run_tasks.
+_APPLY_EVERY = 0.02
 
 
 def new_id() -> str:
@@ -85,6 +88,10 @@ def new_id() -> str:
 
 def new_token(kind: str) -> str:
     return f"PSWTKN-1-{kind}-{secrets.token_hex(24)}"
+
+
+# What became of a task being started: its new state, the message, and the container when it runs.
+_Outcome = tuple[Task, TaskState, str, ContainerInfo | None]
 
 
 class ManagerError(Exception):
@@ -665,11 +672,19 @@ class Manager:
             if changed:
                 self._changed()
             agents = dict(self.agents)
+        # A node's starts go in at most per_node_parallelism jobs, each starting its share in turn.
+        by_node: dict[str, list[str]] = {}
         for task in starts:
-            agent = agents.get(task.node_id)
-            if agent is None or not self._submit(agent, self._run_task, task.node_id, task.id):
-                with self.lock:
-                    self._action_done(task.id)
+            by_node.setdefault(task.node_id, []).append(task.id)
+        for node_id, task_ids in by_node.items():
+            agent = agents.get(node_id)
+            parts = min(self.settings.per_node_parallelism, len(task_ids))
+            for part in range(parts):
+                chunk = task_ids[part::parts]
+                if agent is None or not self._submit(agent, self._run_tasks, node_id, chunk):
+                    with self.lock:
+                        for task_id in chunk:
+                            self._action_done(task_id)
         for node_id, container_id, task_id in removals:
             agent = agents.get(node_id)
             if agent is None or not self._submit(agent, self._remove_container, node_id, container_id, task_id):
@@ -818,53 +833,87 @@ class Manager:
 
     # --- actions on engines, run on node worker pools ------------------------------------------------
 
-    def _run_task(self, node_id: str, task_id: str) -> None:
+    def _run_tasks(self, node_id: str, task_ids: list[str]) -> None:
+        """Start some of a node's tasks, one after another. Their state changes are applied under the lock
+        in groups at most _APPLY_EVERY apart: with a slow engine every start shows as it happens; with a
+        fast one the lock is taken once per group, not three times per task."""
+        prepared: list[tuple[Task, ContainerSpec]] = []
         with self.lock:
-            task = self.tasks.get(task_id)
-            service = self.services.get(task.service_id) if task else None
             agent = self.agents.get(node_id)
-            if task is None or service is None or agent is None or task.desired_state is not TaskState.RUNNING:
-                self._action_done(task_id)
+            node = self.nodes.get(node_id)
+            hostname = node.hostname if node else node_id
+            for task_id in task_ids:
+                task = self.tasks.get(task_id)
+                service = self.services.get(task.service_id) if task else None
+                if task is None or service is None or agent is None or task.desired_state is not TaskState.RUNNING:
+                    self._action_done(task_id)
+                    continue
+                self._set_state(task, TaskState.PREPARING, "preparing")
+                prepared.append((task, container_spec(service, task, self.cluster_id)))
+        if agent is None or not prepared:
+            self._notify()
+            return
+        outcomes: list[_Outcome] = []
+        last_apply = time.monotonic()
+        slow = True  # until an engine call shows otherwise
+        for position, (task, spec) in enumerate(prepared):
+            outcomes.append((task, TaskState.STARTING, "starting", None))
+            if slow:
+                self._apply_starts(outcomes)
+                last_apply = time.monotonic()
+            began = time.monotonic()
+            try:
+                info = self._engine(agent).run(spec)
+            except ImageNotFound as exc:
+                outcomes.append((task, TaskState.REJECTED, f"{exc} (pull it on {hostname})", None))
+            except EngineUnreachable as exc:
+                # The node may be going down: back to assigned, the heartbeat decides, and we retry.
+                self._drop_engine(agent)
+                outcomes.extend(
+                    (t, TaskState.ASSIGNED, f"engine unreachable: {exc}", None) for t, _ in prepared[position:]
+                )
+                self._apply_starts(outcomes)
+                time.sleep(1.0)
+                with self.lock:
+                    for later, _ in prepared[position:]:
+                        self._action_done(later.id)
                 self._notify()
                 return
-            self._set_state(task, TaskState.PREPARING, "preparing")
-            spec = container_spec(service, task, self.cluster_id)
-        try:
-            engine = self._engine(agent)
-            with self.lock:
-                self._set_state(task, TaskState.STARTING, "starting")
-            info = engine.run(spec)
-        except ImageNotFound as exc:
-            self._finish_start(task, TaskState.REJECTED, f"{exc} (pull it on {self.nodes[node_id].hostname})")
-        except EngineUnreachable as exc:
-            # The node may be going down: back to assigned, the heartbeat decides, and we retry.
-            self._drop_engine(agent)
-            self._finish_start(task, TaskState.ASSIGNED, f"engine unreachable: {exc}", retry_after=1.0)
-        except EngineError as exc:
-            self._finish_start(task, TaskState.FAILED, str(exc))
-        else:
-            with self.lock:
-                task.container_id = info.id
-                task.host_ports = dict(info.host_ports)
-                task.container_addr = info.container_addr
-                task.error = ""
-            self._finish_start(task, TaskState.RUNNING, "started")
+            except Exception as exc:  # EngineError, or a driver bug: the task fails, the worker lives on
+                if not isinstance(exc, EngineError):
+                    log.exception("starting task %s on %s", task.id, hostname)
+                outcomes.append((task, TaskState.FAILED, str(exc) or type(exc).__name__, None))
+            else:
+                outcomes.append((task, TaskState.RUNNING, "started", info))
+            now = time.monotonic()
+            slow = now - began >= _APPLY_EVERY
+            if slow or now - last_apply >= _APPLY_EVERY:
+                self._apply_starts(outcomes)
+                last_apply = now
+        self._apply_starts(outcomes)
 
-    def _finish_start(self, task: Task, state: TaskState, message: str, retry_after: float = 0.0) -> None:
+    def _apply_starts(self, outcomes: list[_Outcome]) -> None:
+        """Record what happened to tasks being started, in order, and empty `outcomes`."""
+        if not outcomes:
+            return
         with self.lock:
-            if state in (TaskState.REJECTED, TaskState.FAILED):
-                task.error = message
-            if task.state is not TaskState.FAILED or state is TaskState.RUNNING:
-                self._set_state(task, state, message)
-            # A task that starts as planned changes no plan, except that of a rolling update waiting for it.
-            if state is not TaskState.RUNNING or task.service_id in self._updating:
-                self._dirty_services.add(task.service_id)
-            if not retry_after:
+            for task, state, message, info in outcomes:
+                if info is not None:
+                    task.container_id = info.id
+                    task.host_ports = dict(info.host_ports)
+                    task.container_addr = info.container_addr
+                    task.error = ""
+                if state in (TaskState.REJECTED, TaskState.FAILED):
+                    task.error = message
+                if task.state is not TaskState.FAILED or state is TaskState.RUNNING:
+                    self._set_state(task, state, message)
+                if state in (TaskState.STARTING, TaskState.ASSIGNED):
+                    continue  # still in flight (ASSIGNED: until the pause after an unreachable engine)
+                # A task that starts as planned changes no plan, except that of a rolling update waiting for it.
+                if state is not TaskState.RUNNING or task.service_id in self._updating:
+                    self._dirty_services.add(task.service_id)
                 self._action_done(task.id)
-        if retry_after:
-            time.sleep(retry_after)
-            with self.lock:
-                self._action_done(task.id)
+        outcomes.clear()
         self._notify()
 
     def _remove_container(self, node_id: str, container_id: str, task_id: str) -> None:
@@ -926,8 +975,9 @@ class Manager:
             agent.jobs.clear()
         with self.lock:  # what was queued is not in flight any more
             for fn, args in dropped:
-                if fn == self._run_task:
-                    self._action_done(args[1])
+                if fn == self._run_tasks:
+                    for task_id in args[1]:
+                        self._action_done(task_id)
                 elif fn == self._remove_container:
                     self._removing.discard(args[1])
         for engine in (agent.engine, agent.heartbeat_engine):
