@@ -1,17 +1,27 @@
-"""The manager's HTTP API (FastAPI). Every route needs a bearer token; workers' tokens may only join."""
+"""The manager's HTTP API (FastAPI). Every route needs a bearer token; workers' tokens may only join.
+
+Every refusal is a 4xx with `{"detail": "<message>"}` (documented per route), and leaves the state as it
+was. The OpenAPI schema is served at /openapi.json, to clients only; there are no /docs pages.
+"""
 
 # No `from __future__ import annotations`: FastAPI must see the real annotations of the nested routes.
-from typing import Annotated, Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal, Self, TypeVar
+from urllib.parse import urlparse
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from pyswarm import __version__
 from pyswarm.drivers.engine import validate_engine_url
-from pyswarm.manager.core import Manager, ManagerError
+from pyswarm.manager.core import Manager, ManagerError, TlsPem
 from pyswarm.model import (
     Availability,
     Node,
@@ -26,11 +36,53 @@ from pyswarm.model import (
 from pyswarm.model import parse as p
 from pyswarm.model.codec import spec_to_dict
 
+# Node and service references: an ID, an ID prefix or a name (the CLI refuses longer ones too).
+Ref = Annotated[str, Path(min_length=1, max_length=256, description="ID, unique ID prefix, or name")]
+# A node's address as other nodes reach it: an IPv4/IPv6 address or a host name.
+ADDR_PATTERN = r"^[A-Za-z0-9.:\-]*$"
+_T = TypeVar("_T")
+
+# What the parsers of pyswarm.model.parse accept, for the OpenAPI schema: the parsers enforce it (with
+# messages that say what is expected), these patterns only document it, for clients and fuzzers.
+_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"
+_IMAGE = r"^[a-zA-Z0-9][a-zA-Z0-9._\-/:@]{0,254}$"  # and no ".."
+_ENV = r"^[A-Za-z_][A-Za-z0-9_]{0,255}(=[^\x00]*)?$"
+_LABEL_KEY = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,127}$"
+_NO_NUL = r"^[^\x00]*$"
+_CONSTRAINT = (
+    r"^\s*(node\.role\s*(==|!=)\s*(manager|worker)"
+    r"|(node\.id|node\.hostname|(node|engine)\.labels\.[a-zA-Z0-9_.\-]+)\s*(==|!=)\s*[^=!\s]\S*)\s*$"
+)
+
+
+def _documented(pattern: str, description: str = "") -> Any:
+    extra: dict[str, Any] = {"pattern": pattern}
+    if description:
+        extra["description"] = description
+    return Field(json_schema_extra=extra)
+
+
+Label = Annotated[str, Field(max_length=4096, json_schema_extra={"pattern": _NO_NUL})]
+Labels = Annotated[
+    dict[str, Label],
+    Field(default_factory=dict, max_length=1000, json_schema_extra={"propertyNames": {"pattern": _LABEL_KEY}}),
+]
+LabelKey = Annotated[str, _documented(_LABEL_KEY)]
+
+
+def _check_engine_url(url: str, insecure_tcp: bool) -> str:
+    url = validate_engine_url(url, insecure_tcp=insecure_tcp)
+    if urlparse(url).password is not None:
+        # It would be stored and shown by `node inspect`: SSH engines are reached with keys.
+        raise ValueError("an engine URL cannot carry a password: use an SSH key")
+    return url
+
+
 # --- request bodies: every field is validated by the same parsers the CLI uses ----------------------
 
 
 class PortIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     published: int = Field(ge=1, le=65535)
     target: int = Field(ge=1, le=65535)
     protocol: Literal["tcp", "udp"] = "tcp"
@@ -38,7 +90,7 @@ class PortIn(BaseModel):
 
 
 class RestartIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     condition: Literal["any", "on-failure", "none"] = "any"
     delay: float = Field(default=5.0, ge=0, le=86400)
     max_attempts: int = Field(default=0, ge=0, le=1_000_000)
@@ -46,21 +98,27 @@ class RestartIn(BaseModel):
 
 
 class SpecIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(max_length=63)
-    image: str = Field(max_length=255)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(max_length=63, json_schema_extra={"pattern": _NAME})
+    image: str = Field(max_length=255, json_schema_extra={"pattern": _IMAGE})
     mode: Literal["replicated", "global"] = "replicated"
-    replicas: int = Field(default=1, ge=0, le=10000)
-    command: list[Annotated[str, Field(max_length=4096)]] = Field(default_factory=list, max_length=256)
-    env: list[str] = Field(default_factory=list, max_length=1000)
-    labels: dict[str, str] = Field(default_factory=dict)
+    replicas: int = Field(default=1, ge=0, le=10000, description="replicated mode only (global: 1)")
+    command: list[Annotated[str, Field(max_length=4096, json_schema_extra={"pattern": _NO_NUL})]] = Field(
+        default_factory=list, max_length=256
+    )
+    env: list[Annotated[str, _documented(_ENV, "NAME=VALUE")]] = Field(default_factory=list, max_length=1000)
+    labels: Labels
     ports: list[PortIn] = Field(default_factory=list, max_length=100)
-    constraints: list[str] = Field(default_factory=list, max_length=100)
-    placement_prefs: list[str] = Field(default_factory=list, max_length=10)
+    constraints: list[Annotated[str, Field(max_length=1024), _documented(_CONSTRAINT, "e.g. node.role==worker")]] = (
+        Field(default_factory=list, max_length=100)
+    )
+    placement_prefs: list[LabelKey] = Field(
+        default_factory=list, max_length=10, description="node label keys to spread the tasks over"
+    )
     max_replicas_per_node: int = Field(default=0, ge=0, le=10000)
     restart_policy: RestartIn = Field(default_factory=RestartIn)
     stop_grace_period: float = Field(default=10.0, ge=0, le=3600)
-    force_update: int = Field(default=0, ge=0)
+    force_update: int = Field(default=0, ge=0, le=2**31 - 1)
 
     @field_validator("name")
     @classmethod
@@ -87,6 +145,8 @@ class SpecIn(BaseModel):
     @field_validator("constraints")
     @classmethod
     def _constraints(cls, value: list[str]) -> list[str]:
+        if any("\x00" in item for item in value):
+            raise ValueError("constraints cannot contain NUL bytes")
         return [str(p.constraint(item)) for item in value]
 
     @field_validator("placement_prefs")
@@ -100,6 +160,13 @@ class SpecIn(BaseModel):
         if any("\x00" in item for item in value):
             raise ValueError("command arguments cannot contain NUL bytes")
         return value
+
+    @model_validator(mode="after")
+    def _global_has_no_replicas(self) -> "SpecIn":
+        # A global service runs one task per node; its stored spec says replicas 1 (what GET returns).
+        if self.mode == "global" and self.replicas not in (0, 1):
+            raise ValueError("replicas can only be used with replicated mode")
+        return self
 
     def to_spec(self) -> ServiceSpec:
         return ServiceSpec(
@@ -129,40 +196,69 @@ class SpecIn(BaseModel):
 
 
 class ServiceUpdateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: int = Field(ge=1, description="the version the update was made against (optimistic concurrency)")
     spec: SpecIn
 
 
-class JoinIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    engine_url: str = Field(max_length=512)
-    engine_id: str = Field(max_length=128)
-    addr: str = Field(max_length=64)
+def _pem(what: str) -> Any:
+    return Field(max_length=65536, description=f"{what}, PEM", json_schema_extra={"pattern": "-----BEGIN "})
 
-    @field_validator("engine_url")
+
+class TlsIn(BaseModel):
+    """A tcp:// engine's client credentials. The key is a secret: never shown, logged or echoed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ca: str = _pem("the CA that signed the engine's certificate")
+    cert: str = _pem("the client certificate")
+    key: SecretStr = _pem("the client key")
+
+    @field_validator("ca", "cert", "key")
     @classmethod
-    def _url(cls, value: str) -> str:
-        return validate_engine_url(value, insecure_tcp=value.startswith("tcp://"))
+    def _is_pem(cls, value: str | SecretStr, info: ValidationInfo) -> str | SecretStr:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if "-----BEGIN " not in text or "\x00" in text:
+            raise ValueError(f"tls.{info.field_name} is not a PEM file")
+        return value
+
+    def pem(self) -> TlsPem:
+        return TlsPem(ca=self.ca, cert=self.cert, key=self.key.get_secret_value())
 
 
-class NodeAddIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    engine_url: str = Field(max_length=512)
-    addr: str = Field(default="", max_length=64)
-    insecure_tcp: bool = False
+class EngineAccessIn(BaseModel):
+    """How the manager reaches an engine and knows it is the right one."""
 
-    @field_validator("engine_url")
-    @classmethod
-    def _url(cls, value: str) -> str:
-        return validate_engine_url(value, insecure_tcp=True)
+    model_config = ConfigDict(extra="forbid", strict=True)
+    engine_url: str = Field(max_length=512, description="ssh://[user@]host[:port], tcp://host:port or unix:///path")
+    insecure_tcp: bool = Field(default=False, description="accept a tcp:// engine without TLS")
+    tls: TlsIn | None = None
+    ssh_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")
+
+    @model_validator(mode="after")
+    def _url(self) -> Self:
+        self.engine_url = _check_engine_url(self.engine_url, self.insecure_tcp or self.tls is not None)
+        return self
+
+    def access(self) -> dict[str, Any]:
+        """Manager.add_node's keyword arguments for it."""
+        tls = self.tls.pem() if self.tls is not None else None
+        return {"tls": tls, "insecure_tcp": self.insecure_tcp, "ssh_fingerprint": self.ssh_fingerprint}
+
+
+class JoinIn(EngineAccessIn):
+    engine_id: str = Field(min_length=1, max_length=128)
+    addr: str = Field(min_length=1, max_length=64, pattern=ADDR_PATTERN)
+
+
+class NodeAddIn(EngineAccessIn):
+    addr: str = Field(default="", max_length=64, pattern=ADDR_PATTERN)
 
 
 class NodeUpdateIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     availability: Literal["active", "pause", "drain"] | None = None
-    label_add: dict[str, str] = Field(default_factory=dict)
-    label_rm: list[str] = Field(default_factory=list)
+    label_add: Labels
+    label_rm: list[LabelKey] = Field(default_factory=list, max_length=1000)
     role: Literal["manager", "worker"] | None = None
 
     @field_validator("label_add")
@@ -172,8 +268,17 @@ class NodeUpdateIn(BaseModel):
             p.label(f"{key}={item}")
         return value
 
+    @field_validator("label_rm")
+    @classmethod
+    def _label_keys(cls, value: list[str]) -> list[str]:
+        return [p.label_key(key) for key in value]
+
 
 # --- responses ---------------------------------------------------------------------------------------
+
+
+class ErrorOut(BaseModel):
+    detail: str = Field(description="what was refused and why, fit to show the user as is")
 
 
 class NodeOut(BaseModel):
@@ -211,12 +316,46 @@ class TaskOut(BaseModel):
     state_changed_at: float
 
 
+class PortOut(BaseModel):
+    published: int
+    target: int
+    protocol: str
+    mode: str
+
+
+class RestartOut(BaseModel):
+    condition: str
+    delay: float
+    max_attempts: int
+    window: float
+
+
+class SpecOut(BaseModel):
+    """A service's spec as stored (the codec's dict); fields added there later pass through."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+    image: str
+    mode: str
+    replicas: int
+    command: list[str]
+    env: list[str]
+    labels: dict[str, str]
+    ports: list[PortOut]
+    constraints: list[str]
+    placement_prefs: list[str]
+    max_replicas_per_node: int
+    restart_policy: RestartOut
+    stop_grace_period: float
+    force_update: int
+
+
 class ServiceOut(BaseModel):
     id: str
     version: int
     created_at: float
     updated_at: float
-    spec: dict[str, Any]
+    spec: SpecOut
     running: int
     desired: int
     endpoints: dict[str, list[str]]
@@ -252,13 +391,50 @@ class InfoOut(BaseModel):
     started_at: float
 
 
+class IngressPortOut(BaseModel):
+    service: str
+    endpoints: list[str]
+    synced_nodes: list[str]
+    unsynced_nodes: list[str]
+
+
 class NetworkOut(BaseModel):
     id: str
     name: str
     driver: str
     scope: str
     node: str
-    ports: dict[str, dict[str, Any]]
+    ports: dict[str, IngressPortOut]
+
+
+class WaitOut(BaseModel):
+    counter: int
+
+
+class TextStream(StreamingResponse):
+    media_type = "text/plain"
+
+
+_ERROR_TEXT = {
+    400: "the request is refused (e.g. a port conflict, a reserved port, removing the leader)",
+    401: "missing or invalid token",
+    403: "the token may not do this (e.g. a join token on anything but join)",
+    404: "no such node or service",
+    409: "conflict: a name or port in use, an ambiguous reference, or an update out of sequence",
+    422: "invalid input: a malformed field, or an engine that cannot be reached or used",
+}
+
+
+def _errors(*codes: int, plain_route: bool = False) -> dict[int | str, dict[str, Any]]:
+    """The documented refusals of a route: these codes, plus 401, 403 and 422 that every route may answer.
+
+    FastAPI documents a `model` under the route's own media type; a text/plain route (logs) names the
+    JSON schema itself, so that its errors are documented as the JSON they are."""
+    documented = sorted({401, 403, 422, *codes})
+    if plain_route:
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+        return {code: {"description": _ERROR_TEXT[code], "content": content} for code in documented}
+    return {code: {"model": ErrorOut, "description": _ERROR_TEXT[code]} for code in documented}
 
 
 def _node_out(node: Node) -> NodeOut:
@@ -281,12 +457,62 @@ def _node_out(node: Node) -> NodeOut:
     )
 
 
+def _registering(call: Callable[[], _T]) -> _T:
+    """Adding an engine probes the URL the request names: an engine that cannot be reached (or whose SSH
+    host key cannot be checked) is a problem with that input, so a 4xx, not a 5xx of the manager."""
+    try:
+        return call()
+    except ManagerError as exc:
+        if exc.status >= 500:
+            raise ManagerError(422, exc.message) from None
+        raise
+
+
+def _validation_message(errors: list[Any]) -> str:
+    """One line per problem, naming the field; never the submitted value (it may be a secret)."""
+    messages = []
+    for error in errors:
+        loc = [str(x) for x in error.get("loc", ())]
+        kind = error.get("type", "")
+        message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+        if loc[:1] == ["body"] and kind == "json_invalid":
+            messages.append("the request body is not valid JSON")
+            continue
+        where = ".".join(loc[1:]) if loc[:1] in (["body"], ["query"], ["path"], ["header"]) else ".".join(loc)
+        if not where and loc[:1] == ["body"]:
+            if kind in ("model_attributes_type", "dict_type"):
+                messages.append("the request body must be a JSON object, sent as application/json")
+                continue
+            where = "request body"
+        messages.append(f"{where}: {message}" if where else message)
+    return "; ".join(messages)[:2000]
+
+
+def _known_query_only(request: Request) -> None:
+    """Refuse query parameters the route does not have: a typo (`?forse=true`) must not be ignored."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = {param.alias for param in route.dependant.query_params}
+    unknown = sorted(key for key in request.query_params if key not in known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {"loc": ("query",), "msg": f"unknown query parameter {key[:40]!r}", "type": "extra_forbidden"}
+                for key in unknown
+            ]
+        )
+
+
 def create_app(manager: Manager) -> FastAPI:
     app = FastAPI(
         title="pyswarm manager",
         version=__version__,
         description="Docker swarm mode rebuilt in Python. Every call needs `Authorization: Bearer <token>`. "
         "Serve it on a private network, or behind a TLS-terminating proxy: the API itself speaks plain HTTP.",
+        openapi_url=None,  # served below, behind the client credential
+        docs_url=None,
+        redoc_url=None,
     )
 
     @app.exception_handler(ManagerError)
@@ -297,13 +523,22 @@ def create_app(manager: Manager) -> FastAPI:
     async def _spec_error(_: Request, exc: p.SpecError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=400)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:
+            # Starlette names only the first route of the path; RFC 9110 wants every method it has.
+            allowed = {
+                method
+                for route in app.router.routes
+                if route.matches(request.scope)[0] is not Match.NONE
+                for method in getattr(route, "methods", None) or ()
+            }
+            exc.headers = {**(exc.headers or {}), "Allow": ", ".join(sorted(allowed))}
+        return await http_exception_handler(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        messages = []
-        for error in exc.errors():
-            where = ".".join(str(x) for x in error.get("loc", ()) if x != "body")
-            messages.append(f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg")))
-        return JSONResponse({"detail": "; ".join(messages)[:2000]}, status_code=422)
+        return JSONResponse({"detail": _validation_message(list(exc.errors()))}, status_code=422)
 
     bearer = HTTPBearer(auto_error=False, description="a client credential, join token or node secret")
 
@@ -313,10 +548,24 @@ def create_app(manager: Manager) -> FastAPI:
             raise HTTPException(401, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"})
         return role
 
-    def client(role: Annotated[str, Depends(credential)]) -> str:
+    # Who may call what: 401 (no or unknown token), then 403 (the wrong kind), then 422 (bad input).
+    def client(request: Request, role: Annotated[str, Depends(credential)]) -> str:
         if role != "client":
             raise HTTPException(403, "this token may only be used to join the swarm")
+        _known_query_only(request)
         return role
+
+    def joiner(request: Request, role: Annotated[str, Depends(credential)]) -> str:
+        if role not in ("worker", "manager"):
+            raise HTTPException(403, "joining needs a worker or manager join token")
+        _known_query_only(request)
+        return role
+
+    def leaver(request: Request, role: Annotated[str, Depends(credential)]) -> str:
+        if not role.startswith("node:"):
+            raise HTTPException(403, "only a node's own credential can make it leave")
+        _known_query_only(request)
+        return role.split(":", 1)[1]
 
     Client = Annotated[str, Depends(client)]
 
@@ -347,7 +596,7 @@ def create_app(manager: Manager) -> FastAPI:
             version=service.version,
             created_at=service.created_at,
             updated_at=service.updated_at,
-            spec=spec_to_dict(service.spec),
+            spec=SpecOut.model_validate(spec_to_dict(service.spec)),
             running=running,
             desired=desired,
             endpoints={
@@ -356,7 +605,11 @@ def create_app(manager: Manager) -> FastAPI:
             },
         )
 
-    @app.get("/info", response_model=InfoOut)
+    @app.get("/openapi.json", include_in_schema=False)
+    def openapi(_: Client) -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/info", response_model=InfoOut, responses=_errors())
     def info(_: Client) -> InfoOut:
         with manager.lock:
             return InfoOut(
@@ -373,12 +626,16 @@ def create_app(manager: Manager) -> FastAPI:
                 started_at=manager.started_at,
             )
 
-    @app.post("/swarm/join", response_model=JoinOut)
-    def join(body: JoinIn, role: Annotated[str, Depends(credential)]) -> JoinOut:
-        if role not in ("worker", "manager"):
-            raise HTTPException(403, "joining needs a worker or manager join token")
-        node, secret = manager.add_node(
-            body.engine_url, body.addr, body.engine_id, NodeRole.MANAGER if role == "manager" else NodeRole.WORKER
+    @app.post("/swarm/join", response_model=JoinOut, responses=_errors(400, 409))
+    def join(body: JoinIn, role: Annotated[str, Depends(joiner)]) -> JoinOut:
+        node, secret = _registering(
+            lambda: manager.add_node(
+                body.engine_url,
+                body.addr,
+                body.engine_id,
+                NodeRole.MANAGER if role == "manager" else NodeRole.WORKER,
+                **body.access(),
+            )
         )
         return JoinOut(
             node_id=node.id,
@@ -387,39 +644,35 @@ def create_app(manager: Manager) -> FastAPI:
             client_token=manager.meta["token_client"] if role == "manager" else None,
         )
 
-    @app.post("/swarm/leave", status_code=204)
-    def leave(role: Annotated[str, Depends(credential)]) -> None:
-        if not role.startswith("node:"):
-            raise HTTPException(403, "only a node's own credential can make it leave")
-        manager.node_left(role.split(":", 1)[1])
+    @app.post("/swarm/leave", status_code=204, responses=_errors(404))
+    def leave(node_id: Annotated[str, Depends(leaver)]) -> None:
+        manager.node_left(node_id)
 
-    @app.get("/swarm/join-token/{role}", response_model=TokenOut)
-    def join_token(role: Literal["worker", "manager"], _: Client, rotate: bool = False) -> TokenOut:
-        return TokenOut(token=manager.join_token(role, rotate), role=role)
+    @app.get("/swarm/join-token/{role}", response_model=TokenOut, responses=_errors())
+    def join_token(role: Literal["worker", "manager"], _: Client) -> TokenOut:
+        return TokenOut(token=manager.join_token(role, False), role=role)
 
-    @app.post("/swarm/join-token/{role}/rotate", response_model=TokenOut)
+    @app.post("/swarm/join-token/{role}/rotate", response_model=TokenOut, responses=_errors())
     def rotate_token(role: Literal["worker", "manager"], _: Client) -> TokenOut:
         return TokenOut(token=manager.join_token(role, True), role=role)
 
-    @app.get("/nodes", response_model=list[NodeOut])
+    @app.get("/nodes", response_model=list[NodeOut], responses=_errors())
     def nodes(_: Client) -> list[NodeOut]:
         with manager.lock:
             return [_node_out(n) for n in sorted(manager.nodes.values(), key=lambda n: n.hostname)]
 
-    @app.post("/nodes", response_model=NodeOut, status_code=201)
+    @app.post("/nodes", response_model=NodeOut, status_code=201, responses=_errors(400, 409))
     def node_add(body: NodeAddIn, _: Client) -> NodeOut:
-        from urllib.parse import urlparse
-
         addr = body.addr or (urlparse(body.engine_url).hostname or "")
-        node, _secret = manager.add_node(body.engine_url, addr, None)
+        node, _secret = _registering(lambda: manager.add_node(body.engine_url, addr, None, **body.access()))
         return _node_out(node)
 
-    @app.get("/nodes/{ref}", response_model=NodeOut)
-    def node_get(ref: str, _: Client) -> NodeOut:
+    @app.get("/nodes/{ref}", response_model=NodeOut, responses=_errors(404, 409))
+    def node_get(ref: Ref, _: Client) -> NodeOut:
         return _node_out(manager.find_node(ref))
 
-    @app.post("/nodes/{ref}/update", response_model=NodeOut)
-    def node_update(ref: str, body: NodeUpdateIn, _: Client) -> NodeOut:
+    @app.post("/nodes/{ref}/update", response_model=NodeOut, responses=_errors(400, 404, 409))
+    def node_update(ref: Ref, body: NodeUpdateIn, _: Client) -> NodeOut:
         node = manager.update_node(
             ref,
             availability=Availability(body.availability) if body.availability else None,
@@ -429,76 +682,83 @@ def create_app(manager: Manager) -> FastAPI:
         )
         return _node_out(node)
 
-    @app.delete("/nodes/{ref}", status_code=204)
-    def node_rm(ref: str, _: Client, force: bool = False) -> None:
+    @app.delete("/nodes/{ref}", status_code=204, responses=_errors(400, 404, 409))
+    def node_rm(ref: Ref, _: Client, force: bool = False) -> None:
         manager.remove_node(ref, force)
 
-    @app.get("/nodes/{ref}/tasks", response_model=list[TaskOut])
-    def node_tasks(ref: str, _: Client) -> list[TaskOut]:
+    @app.get("/nodes/{ref}/tasks", response_model=list[TaskOut], responses=_errors(404, 409))
+    def node_tasks(ref: Ref, _: Client) -> list[TaskOut]:
         node = manager.find_node(ref)
         with manager.lock:
             return [task_out(t) for t in manager.tasks.values() if t.node_id == node.id]
 
-    @app.get("/services", response_model=list[ServiceOut])
+    @app.get("/services", response_model=list[ServiceOut], responses=_errors())
     def services(_: Client) -> list[ServiceOut]:
         with manager.lock:
             return [service_out(s) for s in sorted(manager.services.values(), key=lambda s: s.spec.name)]
 
-    @app.post("/services", response_model=IdOut, status_code=201)
+    @app.post("/services", response_model=IdOut, status_code=201, responses=_errors(400, 409))
     def service_create(body: SpecIn, _: Client) -> IdOut:
         return IdOut(id=manager.create_service(body.to_spec()).id)
 
-    @app.get("/services/{ref}", response_model=ServiceOut)
-    def service_get(ref: str, _: Client) -> ServiceOut:
+    @app.get("/services/{ref}", response_model=ServiceOut, responses=_errors(404, 409))
+    def service_get(ref: Ref, _: Client) -> ServiceOut:
         with manager.lock:
             return service_out(manager.find_service(ref))
 
-    @app.post("/services/{ref}/update", response_model=ServiceOut)
-    def service_update(ref: str, body: ServiceUpdateIn, _: Client) -> ServiceOut:
+    @app.post("/services/{ref}/update", response_model=ServiceOut, responses=_errors(400, 404, 409))
+    def service_update(ref: Ref, body: ServiceUpdateIn, _: Client) -> ServiceOut:
         updated = manager.update_service(ref, body.spec.to_spec(), body.version)
         with manager.lock:
             return service_out(updated)
 
-    @app.delete("/services/{ref}", response_model=IdOut)
-    def service_rm(ref: str, _: Client) -> IdOut:
+    @app.delete("/services/{ref}", response_model=IdOut, responses=_errors(404, 409))
+    def service_rm(ref: Ref, _: Client) -> IdOut:
         return IdOut(id=manager.remove_service(ref).id)
 
-    @app.get("/services/{ref}/tasks", response_model=list[TaskOut])
-    def service_tasks(ref: str, _: Client) -> list[TaskOut]:
+    @app.get("/services/{ref}/tasks", response_model=list[TaskOut], responses=_errors(404, 409))
+    def service_tasks(ref: Ref, _: Client) -> list[TaskOut]:
         service = manager.find_service(ref)
         return [task_out(t) for t in manager.service_tasks(service.id)]
 
-    @app.get("/services/{ref}/logs")
+    @app.get(
+        "/services/{ref}/logs",
+        response_class=TextStream,
+        responses={
+            200: {"description": "the tasks' log lines, each prefixed with its task and node, as they come"},
+            **_errors(404, 409, plain_route=True),
+        },
+    )
     def service_logs(
-        ref: str, _: Client, tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None, follow: bool = False
+        ref: Ref, _: Client, tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None, follow: bool = False
     ) -> StreamingResponse:
         service = manager.find_service(ref)
-        return StreamingResponse(manager.logs(service, tail, follow), media_type="text/plain")
+        return TextStream(manager.logs(service, tail, follow))
 
-    @app.get("/tasks", response_model=list[TaskOut])
+    @app.get("/tasks", response_model=list[TaskOut], responses=_errors())
     def tasks(_: Client) -> list[TaskOut]:
         with manager.lock:
             return [task_out(t) for t in manager.tasks.values()]
 
-    @app.get("/events/wait")
+    @app.get("/events/wait", response_model=WaitOut, responses=_errors())
     def wait(
         _: Client, seen: Annotated[int, Query(ge=0)] = 0, timeout: Annotated[float, Query(ge=0, le=30)] = 10.0
-    ) -> dict[str, int]:
+    ) -> WaitOut:
         """Long poll: returns when the cluster state changes after `seen`, or at the timeout."""
-        return {"counter": manager.wait_for_change(seen, timeout)}
+        return WaitOut(counter=manager.wait_for_change(seen, timeout))
 
-    @app.get("/networks", response_model=list[NetworkOut])
+    @app.get("/networks", response_model=list[NetworkOut], responses=_errors())
     def networks(_: Client) -> list[NetworkOut]:
         with manager.lock:
-            ports: dict[str, dict[str, Any]] = {}
+            ports: dict[str, IngressPortOut] = {}
             for service in manager.services.values():
                 for (port, proto), eps in manager.service_endpoints(service).items():
-                    ports[f"{port}/{proto}"] = {
-                        "service": service.spec.name,
-                        "endpoints": [f"{e.node_addr}:{e.host_port}" for e in eps],
-                        "synced_nodes": sorted(n.hostname for n in manager.nodes.values() if n.ingress_synced),
-                        "unsynced_nodes": sorted(n.hostname for n in manager.nodes.values() if not n.ingress_synced),
-                    }
+                    ports[f"{port}/{proto}"] = IngressPortOut(
+                        service=service.spec.name,
+                        endpoints=[f"{e.node_addr}:{e.host_port}" for e in eps],
+                        synced_nodes=sorted(n.hostname for n in manager.nodes.values() if n.ingress_synced),
+                        unsynced_nodes=sorted(n.hostname for n in manager.nodes.values() if not n.ingress_synced),
+                    )
             return [
                 NetworkOut(
                     id=manager.cluster_id[:12], name="ingress", driver="overlay", scope="swarm", node="", ports=ports
