@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -47,9 +48,12 @@ def _split_addr(text: str, default_port: int = 2377) -> tuple[str, int]:
         socket.inet_aton(host) if host.count(".") == 3 else None
     except OSError:
         fail(f"invalid address {text!r}")
-    if not host:
-        fail(f"invalid address {text!r}: expected HOST[:PORT]")
-    return host, parse.port_number(port, "port") if port else default_port
+    if not host or not re.fullmatch(r"[A-Za-z0-9.\-]{1,253}", host):
+        fail(f"invalid address {text[:80]!r}: expected HOST[:PORT]")
+    try:
+        return host, parse.port_number(port, "port") if port else default_port
+    except parse.SpecError as exc:
+        fail(f"invalid address {text[:80]!r}: {exc}")
 
 
 def _primary_ip() -> str:
@@ -117,6 +121,68 @@ def _wait_api(host: str, token: str, process: subprocess.Popen[bytes] | None, ti
     fail(f"the manager did not answer at {host} within {timeout:.0f}s; see {data_dir() / LOG_FILE}")
 
 
+def engine_access_options(func: Any) -> Any:
+    """Flags that say how the manager may trust an engine: TLS files for tcp://, a host key for ssh://."""
+    for option in reversed(
+        [
+            click.option(
+                "--tlscacert", type=click.Path(dir_okay=False), help="CA that signed a tcp:// engine's certificate."
+            ),
+            click.option("--tlscert", type=click.Path(dir_okay=False), help="Client certificate for a tcp:// engine."),
+            click.option("--tlskey", type=click.Path(dir_okay=False), help="Client key for a tcp:// engine."),
+            click.option("--insecure-tcp", is_flag=True, help="Accept a tcp:// engine without TLS (prints a warning)."),
+            click.option(
+                "--ssh-fingerprint",
+                default=None,
+                help="Pin the engine host's SSH key (SHA256:..., as `ssh-keygen -lf` prints) instead of known_hosts.",
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def engine_access(
+    engine_url: str,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+    insecure_tcp: bool,
+    ssh_fingerprint: str | None,
+) -> dict[str, Any]:
+    """Validate the flags and turn them into the API's fields (PEM text travels, paths do not)."""
+    given = [f for f in (tlscacert, tlscert, tlskey) if f]
+    if given and len(given) != 3:
+        fail("TLS needs all three of --tlscacert, --tlscert and --tlskey")
+    if given and not engine_url.startswith("tcp://"):
+        fail("--tlscacert/--tlscert/--tlskey only apply to tcp:// engines")
+    if ssh_fingerprint and not engine_url.startswith("ssh://"):
+        fail("--ssh-fingerprint only applies to ssh:// engines")
+    if ssh_fingerprint and not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", ssh_fingerprint):
+        fail(f"invalid --ssh-fingerprint {ssh_fingerprint[:60]!r}: expected SHA256:<43 base64 characters>")
+    try:
+        validate_engine_url(engine_url, insecure_tcp=insecure_tcp or bool(given))
+    except ValueError as exc:
+        fail(str(exc))
+    body: dict[str, Any] = {"insecure_tcp": insecure_tcp}
+    if given:
+        pems = []
+        for path in (tlscacert, tlscert, tlskey):
+            try:
+                text = Path(str(path)).read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                fail(f"cannot read {path}: {exc}")
+            if "-----BEGIN " not in text or len(text) > 65536:
+                fail(f"{path} is not a PEM file")
+            pems.append(text)
+        body["tls"] = {"ca": pems[0], "cert": pems[1], "key": pems[2]}
+    elif insecure_tcp and engine_url.startswith("tcp://"):
+        click.echo("WARNING: the engine is reached over TCP without TLS: anyone on the network can drive it.", err=True)
+    if ssh_fingerprint:
+        body["ssh_fingerprint"] = ssh_fingerprint
+    return body
+
+
 @click.group()
 def swarm() -> None:
     """Manage the swarm: init, join, join-token, leave."""
@@ -158,8 +224,14 @@ def swarm_init(
         validate_engine_url(engine_url)
     except ValueError as exc:
         fail(str(exc))
+    try:
+        heartbeat_period = parse.duration(heartbeat)
+    except parse.SpecError as exc:
+        fail(f"--heartbeat: {exc}")
+    if not 0.1 <= heartbeat_period <= 60:
+        fail(f"--heartbeat {heartbeat}: must be from 100ms to 60s")
     settings = Settings(
-        data_dir=directory, advertise_addr=advertise_host, listen_port=listen_port, heartbeat=parse.duration(heartbeat)
+        data_dir=directory, advertise_addr=advertise_host, listen_port=listen_port, heartbeat=heartbeat_period
     )
     try:
         manager = Manager(settings)
@@ -187,8 +259,18 @@ def swarm_init(
     default=None,
     help="URL the manager uses to reach this node's engine: ssh://user@host or tcp://host:2376.",
 )
+@engine_access_options
 @click.argument("remote_addr")
-def swarm_join(token: str, advertise_engine: str | None, remote_addr: str) -> None:
+def swarm_join(
+    token: str,
+    advertise_engine: str | None,
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+    insecure_tcp: bool,
+    ssh_fingerprint: str | None,
+    remote_addr: str,
+) -> None:
     """Join this node's engine to a swarm."""
     directory = data_dir()
     if read_json(directory / NODE_FILE):
@@ -201,10 +283,7 @@ def swarm_join(token: str, advertise_engine: str | None, remote_addr: str) -> No
     except OSError as exc:
         fail(f"cannot route to the manager at {host}:{port}: {exc.strerror or exc}")
     engine_url = advertise_engine or f"ssh://{_user()}@{source}"
-    try:
-        validate_engine_url(engine_url, insecure_tcp=engine_url.startswith("tcp://"))
-    except ValueError as exc:
-        fail(str(exc))
+    access = engine_access(engine_url, tlscacert, tlscert, tlskey, insecure_tcp, ssh_fingerprint)
     try:
         local = DockerEngine(local_engine_url(), timeout=10)
         engine_id = local.info().id
@@ -215,7 +294,7 @@ def swarm_join(token: str, advertise_engine: str | None, remote_addr: str) -> No
     try:
         response = httpx.post(
             f"{manager}/swarm/join",
-            json={"engine_url": engine_url, "engine_id": engine_id, "addr": source},
+            json={"engine_url": engine_url, "engine_id": engine_id, "addr": source, **access},
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
         )
@@ -497,17 +576,19 @@ def node_rm(force: bool, refs: tuple[str, ...]) -> None:
 
 
 @node.command("add")
-@click.option("--insecure-tcp", is_flag=True, help="Accept a tcp:// engine without TLS (prints a warning).")
+@engine_access_options
 @click.argument("engine_url")
-def node_add(insecure_tcp: bool, engine_url: str) -> None:
+def node_add(
+    tlscacert: str | None,
+    tlscert: str | None,
+    tlskey: str | None,
+    insecure_tcp: bool,
+    ssh_fingerprint: str | None,
+    engine_url: str,
+) -> None:
     """Add an engine from the manager side, with nothing run on the worker."""
-    try:
-        validate_engine_url(engine_url, insecure_tcp=insecure_tcp)
-    except ValueError as exc:
-        fail(str(exc))
-    if insecure_tcp and engine_url.startswith("tcp://"):
-        click.echo("WARNING: the engine is reached over TCP without TLS: anyone on the network can drive it.", err=True)
-    result = Api(timeout=60).post("/nodes", {"engine_url": engine_url, "insecure_tcp": insecure_tcp})
+    access = engine_access(engine_url, tlscacert, tlscert, tlskey, insecure_tcp, ssh_fingerprint)
+    result = Api(timeout=60).post("/nodes", {"engine_url": engine_url, **access})
     click.echo(result["id"])
 
 
