@@ -39,16 +39,23 @@ _CREATE_TASKS = (
     "error TEXT NOT NULL, container_id TEXT NOT NULL, "
     "host_ports TEXT NOT NULL, "  # a JSON object: container port/protocol -> host port
     "spec_version INTEGER NOT NULL, spec_digest TEXT NOT NULL, container_addr TEXT NOT NULL, "
-    "created_at REAL NOT NULL, updated_at REAL NOT NULL, state_changed_at REAL NOT NULL) WITHOUT ROWID"
+    "created_at REAL NOT NULL, updated_at REAL NOT NULL, state_changed_at REAL NOT NULL)"
 )
 _SELECT_TASKS = (
     "SELECT id, service_id, slot, node_id, desired_state, state, message, error, container_id, host_ports, "
     "spec_version, spec_digest, container_addr, created_at, updated_at, state_changed_at FROM tasks"
 )
+# An upsert that updates in place: about twice as fast as OR REPLACE (a delete and an insert) here.
 _UPSERT_TASK = (
-    "INSERT OR REPLACE INTO tasks (id, service_id, slot, node_id, desired_state, state, message, error, "
+    "INSERT INTO tasks (id, service_id, slot, node_id, desired_state, state, message, error, "
     "container_id, host_ports, spec_version, spec_digest, container_addr, created_at, updated_at, "
-    "state_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "state_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT(id) DO UPDATE SET service_id=excluded.service_id, slot=excluded.slot, "
+    "node_id=excluded.node_id, desired_state=excluded.desired_state, state=excluded.state, "
+    "message=excluded.message, error=excluded.error, container_id=excluded.container_id, "
+    "host_ports=excluded.host_ports, spec_version=excluded.spec_version, spec_digest=excluded.spec_digest, "
+    "container_addr=excluded.container_addr, created_at=excluded.created_at, updated_at=excluded.updated_at, "
+    "state_changed_at=excluded.state_changed_at"
 )
 _STATES = {state.value: state for state in TaskState}
 
@@ -96,6 +103,19 @@ class Snapshot:
     nodes: dict[str, Node] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Encoded rows for one write transaction (see Store.batch)."""
+
+    meta: dict[str, str]
+    nodes: list[tuple[str, str]]
+    services: list[tuple[str, str, str]]
+    tasks: list[TaskRow]
+    delete_nodes: list[tuple[str]]
+    delete_services: list[tuple[str]]
+    delete_tasks: list[tuple[str]]
 
 
 def secure_dir(path: Path) -> Path:
@@ -202,29 +222,72 @@ class Store:
         delete_tasks: Iterable[str] = (),
     ) -> None:
         """Write everything given in one transaction: all of it lands, or none."""
-        node_rows = [(n.id, json.dumps(node_to_dict(n))) for n in nodes]
-        service_rows = [(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services]
-        task_rows = [task_row(t) for t in tasks]
-        with self._lock:
+        self.commit(
+            self.batch(
+                meta=meta,
+                nodes=nodes,
+                services=services,
+                tasks=tasks,
+                delete_nodes=delete_nodes,
+                delete_services=delete_services,
+                delete_tasks=delete_tasks,
+            )
+        )
+
+    @staticmethod
+    def batch(
+        *,
+        meta: dict[str, str] | None = None,
+        nodes: Iterable[Node] = (),
+        services: Iterable[Service] = (),
+        tasks: Iterable[Task] = (),
+        delete_nodes: Iterable[str] = (),
+        delete_services: Iterable[str] = (),
+        delete_tasks: Iterable[str] = (),
+    ) -> Batch:
+        """The rows of a write, encoded now (a snapshot of the objects); commit() writes them."""
+        return Batch(
+            meta=dict(meta or {}),
+            nodes=[(n.id, json.dumps(node_to_dict(n))) for n in nodes],
+            services=[(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services],
+            tasks=[task_row(t) for t in tasks],
+            delete_nodes=[(i,) for i in delete_nodes],
+            delete_services=[(i,) for i in delete_services],
+            delete_tasks=[(i,) for i in delete_tasks],
+        )
+
+    def reserve(self) -> None:
+        """Take the next write's turn now; the next commit(batch, reserved=True) uses it. A caller that
+        serialises its writes with a lock of its own can fix a write's order while holding that lock (all
+        writes made under it later land after this one), and do the I/O after releasing it."""
+        self._lock.acquire()
+
+    def commit(self, batch: Batch, reserved: bool = False) -> None:
+        """Write a batch in one transaction: all of it lands, or none."""
+        if not reserved:
+            self._lock.acquire()
+        try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if meta:
-                    self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
-                self._db.executemany("DELETE FROM services WHERE id=?", [(i,) for i in delete_services])
-                self._db.executemany("DELETE FROM tasks WHERE id=?", [(i,) for i in delete_tasks])
-                self._db.executemany("DELETE FROM nodes WHERE id=?", [(i,) for i in delete_nodes])
-                self._db.executemany("INSERT OR REPLACE INTO nodes (id, doc) VALUES (?, ?)", node_rows)
+                if batch.meta:
+                    self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", batch.meta.items())
+                self._db.executemany("DELETE FROM services WHERE id=?", batch.delete_services)
+                self._db.executemany("DELETE FROM tasks WHERE id=?", batch.delete_tasks)
+                self._db.executemany("DELETE FROM nodes WHERE id=?", batch.delete_nodes)
+                self._db.executemany("INSERT OR REPLACE INTO nodes (id, doc) VALUES (?, ?)", batch.nodes)
                 # An upsert on id, not OR REPLACE: a clashing name must fail, not delete the other service.
                 self._db.executemany(
                     "INSERT INTO services (id, name, doc) VALUES (?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
-                    service_rows,
+                    batch.services,
                 )
-                self._db.executemany(_UPSERT_TASK, task_rows)
+                self._db.executemany(_UPSERT_TASK, batch.tasks)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+        finally:
+            self._lock.release()
 
     def close(self) -> None:
         with self._lock:
