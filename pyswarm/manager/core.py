@@ -42,7 +42,7 @@ from pyswarm.drivers.engine import (
     TlsFiles,
 )
 from pyswarm.drivers.host import HostError, trust_pinned_host_key
-from pyswarm.manager.store import Store, secure_dir
+from pyswarm.manager.store import Batch, Store, secure_dir
 from pyswarm.model import (
     LABEL_TASK_ID,
     Availability,
@@ -66,7 +66,8 @@ from pyswarm.planners.scheduler import schedule
 
 log = logging.getLogger("pyswarm.manager")
 
-_ID_ALPHABET = string.digits + string.ascii_lowercase  # base 36 digits
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_ID_BYTES = bytes(ord(_ID_ALPHABET[b % len(_ID_ALPHABET)]) for b in range(256))
 # Ports the mesh must never take over on every node: SSH is how the manager reaches the hosts.
 RESERVED_PORTS = frozenset({22})
 # Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
@@ -76,14 +77,9 @@ _APPLY_EVERY = 0.02
 
 
 def new_id() -> str:
-    """25 lowercase alphanumerics: 128 random bits in base 36, as swarmkit's identity.NewID makes them.
-    (One urandom call, not one per character: the reconcile pass makes an id per new task.)"""
-    number = int.from_bytes(os.urandom(16), "big")
-    chars = []
-    for _ in range(25):
-        number, digit = divmod(number, 36)
-        chars.append(_ID_ALPHABET[digit])
-    return "".join(chars)
+    """25 lowercase alphanumerics, like swarm's object IDs: one random byte each, about 129 bits in all.
+    (One urandom call and one translate, not a call per character: a pass makes an id per new task.)"""
+    return os.urandom(25).translate(_ID_BYTES).decode()
 
 
 def new_token(kind: str) -> str:
@@ -603,6 +599,7 @@ class Manager:
             return self._change_counter
 
     def _loop(self) -> None:
+        took = 0.0
         while not self._stopping.is_set():
             # No polling: a pass runs when something changed, or when a service's plan falls due.
             timeout = None if self._next_wake is None else max(0.0, self._next_wake - time.time())
@@ -610,12 +607,17 @@ class Manager:
             if self._stopping.is_set():
                 return
             self._wake.clear()
-            time.sleep(0.01)  # debounce: let a burst of events land in one pass
+            # Debounce: let a burst of events land in one pass. Under a stream of changes, wait as long as
+            # the last pass took: passes then take at most half of the time (and of the lock), and each
+            # one does more of the work (placing a batch costs a pass over the cluster's tasks).
+            time.sleep(min(max(0.01, took), 1.0))
+            began = time.monotonic()
             try:
                 self.reconcile_once()
             except Exception:  # the loop must survive a bad pass; the next one retries
                 log.exception("reconcile pass failed")
                 time.sleep(0.5)
+            took = time.monotonic() - began
 
     def reconcile_once(self) -> None:
         """One pass: plan services, schedule, persist, then hand actions to node workers."""
@@ -668,10 +670,21 @@ class Manager:
             self._next_wake = min(self._service_wakes.values(), default=None)
             self._schedule_pending(now)
             self._collect_actions(starts, removals, deleted)
-            changed = self._flush(deleted) or bool(dirty)
+            flushed = [t for t in self._dirty_tasks if t in self.tasks]
+            batch = self._flush_batch(flushed, deleted)
+            changed = batch is not None or bool(dirty)
             if changed:
                 self._changed()
             agents = dict(self.agents)
+            if batch is not None:
+                self.store.reserve()  # the write's turn is fixed under the lock; its I/O runs without it
+        if batch is not None:
+            try:
+                self.store.commit(batch, reserved=True)
+            except BaseException:
+                with self.lock:  # written by the next pass, then
+                    self._dirty_tasks.update(t for t in flushed if t in self.tasks)
+                raise
         # A node's starts go in at most per_node_parallelism jobs, each starting its share in turn.
         by_node: dict[str, list[str]] = {}
         for task in starts:
@@ -768,14 +781,12 @@ class Manager:
             if not tasks:
                 del self.tasks_by_service[service_id]
 
-    def _flush(self, deleted: list[str] | None = None) -> bool:
-        """Write the tasks changed since the last flush; returns whether there were any."""
-        if not self._dirty_tasks and not deleted:
-            return False
-        dirty = [self.tasks[t] for t in self._dirty_tasks if t in self.tasks]
+    def _flush_batch(self, dirty: list[str], deleted: list[str]) -> Batch | None:
+        """The rows of the tasks changed since the last flush, as they are now (lock held)."""
+        if not dirty and not deleted:
+            return None
         self._dirty_tasks = set()
-        self.store.write(tasks=dirty, delete_tasks=deleted or ())
-        return True
+        return self.store.batch(tasks=[self.tasks[t] for t in dirty], delete_tasks=deleted)
 
     def _set_state(self, task: Task, state: TaskState, message: str = "", now: float | None = None) -> None:
         now = now or time.time()
@@ -850,15 +861,18 @@ class Manager:
                     continue
                 self._set_state(task, TaskState.PREPARING, "preparing")
                 prepared.append((task, container_spec(service, task, self.cluster_id)))
+            if prepared:
+                self._set_state(prepared[0][0], TaskState.STARTING, "starting")  # the first starts now
         if agent is None or not prepared:
             self._notify()
             return
         outcomes: list[_Outcome] = []
         last_apply = time.monotonic()
-        slow = True  # until an engine call shows otherwise
+        slow = False  # the first one is marked starting already
         for position, (task, spec) in enumerate(prepared):
-            outcomes.append((task, TaskState.STARTING, "starting", None))
-            if slow:
+            if position:
+                outcomes.append((task, TaskState.STARTING, "starting", None))
+            if slow:  # show that this one is starting while it does
                 self._apply_starts(outcomes)
                 last_apply = time.monotonic()
             began = time.monotonic()
