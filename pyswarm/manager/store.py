@@ -11,12 +11,14 @@ transaction). Any other version is refused.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import json
 import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,18 +47,44 @@ _SELECT_TASKS = (
     "SELECT id, service_id, slot, node_id, desired_state, state, message, error, container_id, host_ports, "
     "spec_version, spec_digest, container_addr, created_at, updated_at, state_changed_at FROM tasks"
 )
-# An upsert that updates in place: about twice as fast as OR REPLACE (a delete and an insert) here.
-_UPSERT_TASK = (
-    "INSERT INTO tasks (id, service_id, slot, node_id, desired_state, state, message, error, "
-    "container_id, host_ports, spec_version, spec_digest, container_addr, created_at, updated_at, "
-    "state_changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT(id) DO UPDATE SET service_id=excluded.service_id, slot=excluded.slot, "
-    "node_id=excluded.node_id, desired_state=excluded.desired_state, state=excluded.state, "
-    "message=excluded.message, error=excluded.error, container_id=excluded.container_id, "
-    "host_ports=excluded.host_ports, spec_version=excluded.spec_version, spec_digest=excluded.spec_digest, "
-    "container_addr=excluded.container_addr, created_at=excluded.created_at, updated_at=excluded.updated_at, "
-    "state_changed_at=excluded.state_changed_at"
+_TASK_COLUMNS = (
+    "id, service_id, slot, node_id, desired_state, state, message, error, container_id, host_ports, "
+    "spec_version, spec_digest, container_addr, created_at, updated_at, state_changed_at"
 )
+# An upsert that updates in place (about twice as fast as OR REPLACE, a delete and an insert, here), of many
+# rows per statement: Python's sqlite3 lets go of the GIL around every statement step, and getting it back can
+# take a switch interval (5 ms) when other threads are busy. Row by row (executemany), a big batch would wait
+# for it thousands of times; binding a few thousand rows to one statement is cheap C work.
+_ON_CONFLICT = ", ".join(f"{c}=excluded.{c}" for c in _TASK_COLUMNS.split(", ")[1:])
+_ROW = "(" + ", ".join("?" * 16) + ")"
+
+
+@functools.cache
+def _upsert_tasks(rows: int) -> str:
+    values = ", ".join([_ROW] * rows)
+    return f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES {values} ON CONFLICT(id) DO UPDATE SET {_ON_CONFLICT}"  # noqa: S608
+
+
+@functools.cache
+def _delete_tasks(rows: int) -> str:
+    return f"DELETE FROM tasks WHERE id IN ({', '.join('?' * rows)})"  # noqa: S608
+
+
+def _statement_sizes(count: int, most: int) -> Iterator[tuple[int, int]]:
+    """(start, size) parts of `count` rows: parts of `most`, then powers of two, so that few distinct
+    statements are ever prepared (and cached)."""
+    start = 0
+    while count - start >= most:
+        yield start, most
+        start += most
+    size = 1 << max(0, (count - start).bit_length() - 1)
+    while start < count:
+        if count - start >= size:
+            yield start, size
+            start += size
+        size >>= 1
+
+
 _STATES = {state.value: state for state in TaskState}
 
 TaskRow = tuple[str, str, int, str, str, str, str, str, str, str, int, str, str, float, float, float]
@@ -105,19 +133,6 @@ class Snapshot:
     tasks: dict[str, Task] = field(default_factory=dict)
 
 
-@dataclass
-class Batch:
-    """Encoded rows for one write transaction (see Store.batch)."""
-
-    meta: dict[str, str]
-    nodes: list[tuple[str, str]]
-    services: list[tuple[str, str, str]]
-    tasks: list[TaskRow]
-    delete_nodes: list[tuple[str]]
-    delete_services: list[tuple[str]]
-    delete_tasks: list[tuple[str]]
-
-
 def secure_dir(path: Path) -> Path:
     """Create a 0700 directory, or refuse one that others can read or write."""
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -142,6 +157,8 @@ class Store:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # SQLite allows 32766 bound variables per statement (999 before 3.32): 16 per task row.
+            self._rows_per_statement = max(1, min(1024, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 16))
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -185,7 +202,7 @@ class Store:
                 rows = [task_row(task_from_dict(json.loads(doc))) for (doc,) in docs]
             except (ValueError, KeyError) as exc:
                 raise StoreError(f"state file {self.path} is corrupt ({exc}); restore it from a backup") from None
-            self._db.executemany(_UPSERT_TASK, rows)
+            self._upsert_tasks(rows)
             self._db.execute("DROP TABLE tasks_v1")
             self._db.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
         except BaseException:
@@ -222,72 +239,52 @@ class Store:
         delete_tasks: Iterable[str] = (),
     ) -> None:
         """Write everything given in one transaction: all of it lands, or none."""
-        self.commit(
-            self.batch(
-                meta=meta,
-                nodes=nodes,
-                services=services,
-                tasks=tasks,
-                delete_nodes=delete_nodes,
-                delete_services=delete_services,
-                delete_tasks=delete_tasks,
-            )
-        )
-
-    @staticmethod
-    def batch(
-        *,
-        meta: dict[str, str] | None = None,
-        nodes: Iterable[Node] = (),
-        services: Iterable[Service] = (),
-        tasks: Iterable[Task] = (),
-        delete_nodes: Iterable[str] = (),
-        delete_services: Iterable[str] = (),
-        delete_tasks: Iterable[str] = (),
-    ) -> Batch:
-        """The rows of a write, encoded now (a snapshot of the objects); commit() writes them."""
-        return Batch(
-            meta=dict(meta or {}),
-            nodes=[(n.id, json.dumps(node_to_dict(n))) for n in nodes],
-            services=[(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services],
-            tasks=[task_row(t) for t in tasks],
-            delete_nodes=[(i,) for i in delete_nodes],
-            delete_services=[(i,) for i in delete_services],
-            delete_tasks=[(i,) for i in delete_tasks],
-        )
-
-    def reserve(self) -> None:
-        """Take the next write's turn now; the next commit(batch, reserved=True) uses it. A caller that
-        serialises its writes with a lock of its own can fix a write's order while holding that lock (all
-        writes made under it later land after this one), and do the I/O after releasing it."""
-        self._lock.acquire()
-
-    def commit(self, batch: Batch, reserved: bool = False) -> None:
-        """Write a batch in one transaction: all of it lands, or none."""
-        if not reserved:
-            self._lock.acquire()
-        try:
+        node_rows = [(n.id, json.dumps(node_to_dict(n))) for n in nodes]
+        service_rows = [(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services]
+        task_rows = [task_row(t) for t in tasks]
+        with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                if batch.meta:
-                    self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", batch.meta.items())
-                self._db.executemany("DELETE FROM services WHERE id=?", batch.delete_services)
-                self._db.executemany("DELETE FROM tasks WHERE id=?", batch.delete_tasks)
-                self._db.executemany("DELETE FROM nodes WHERE id=?", batch.delete_nodes)
-                self._db.executemany("INSERT OR REPLACE INTO nodes (id, doc) VALUES (?, ?)", batch.nodes)
+                if meta:
+                    self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
+                self._db.executemany("DELETE FROM services WHERE id=?", [(i,) for i in delete_services])
+                self._delete_tasks(list(delete_tasks))
+                self._db.executemany("DELETE FROM nodes WHERE id=?", [(i,) for i in delete_nodes])
+                self._db.executemany("INSERT OR REPLACE INTO nodes (id, doc) VALUES (?, ?)", node_rows)
                 # An upsert on id, not OR REPLACE: a clashing name must fail, not delete the other service.
                 self._db.executemany(
                     "INSERT INTO services (id, name, doc) VALUES (?, ?, ?) "
                     "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc",
-                    batch.services,
+                    service_rows,
                 )
-                self._db.executemany(_UPSERT_TASK, batch.tasks)
+                self._upsert_tasks(task_rows)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
-        finally:
-            self._lock.release()
+
+    def write_task_rows(self, rows: list[TaskRow], deleted: list[str], part: int = 5000) -> None:
+        """Upsert task rows (made by task_row) and delete tasks, in transactions of at most `part` rows:
+        other writers wait for one part at most. For a writer that batches task changes in the background."""
+        for start in range(0, max(len(rows), 1), part):
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    if start == 0:
+                        self._delete_tasks(deleted)
+                    self._upsert_tasks(rows[start : start + part])
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+
+    def _upsert_tasks(self, rows: list[TaskRow]) -> None:
+        for start, size in _statement_sizes(len(rows), self._rows_per_statement):
+            self._db.execute(_upsert_tasks(size), list(itertools.chain.from_iterable(rows[start : start + size])))
+
+    def _delete_tasks(self, ids: list[str]) -> None:
+        for start, size in _statement_sizes(len(ids), self._rows_per_statement * 16):
+            self._db.execute(_delete_tasks(size), ids[start : start + size])
 
     def close(self) -> None:
         with self._lock:

@@ -1,4 +1,5 @@
-"""Schema version 1 (task documents) is migrated in place to version 2 (task columns)."""
+"""Tasks in the store: columns that round-trip exactly, batches written in one statement, and schema
+version 1 (task documents) migrated in place to version 2 (task columns)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,17 @@ def test_a_corrupt_version_1_task_is_a_clear_error_and_changes_nothing(tmp_path:
     db = sqlite3.connect(tmp_path / "data" / STATE_FILE)
     assert db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == ("1",)
     assert db.execute("SELECT count(*) FROM tasks").fetchone() == (1,)
+
+
+def test_tasks_round_trip_in_one_batch_and_deletes_land(tmp_path: Path) -> None:
+    tasks = [
+        Task(id=f"t{i}", service_id="s1", slot=i, node_id="n1", state=TaskState.RUNNING, message=message,
+             host_ports={"80/tcp": 32768 + i} if i % 2 else {}, created_at=1764468000.123456789 + i / 7)
+        for i, message in enumerate(["started", "héllo 😀", 'quote " \\ back', "ctl\x01\n", "nul\x00inside", ""])
+    ]  # fmt: skip
+    store = Store(tmp_path / "data")
+    store.write(tasks=tasks)
+    store.write(tasks=tasks[:2], delete_tasks=["t5", "t4"])  # updated in place, and a NUL row deleted
+    assert Store(tmp_path / "data").load().tasks == {t.id: t for t in tasks[:4]}
+    store.write(tasks=[tasks[4]])  # a NUL alone
+    assert Store(tmp_path / "data").load().tasks["t4"] == tasks[4]
