@@ -42,12 +42,11 @@ from pyswarm.drivers.engine import (
     TlsFiles,
 )
 from pyswarm.drivers.host import HostError, trust_pinned_host_key
-from pyswarm.manager.store import Batch, Store, secure_dir
+from pyswarm.manager.store import Store, TaskRow, secure_dir, task_row
 from pyswarm.model import (
     LABEL_TASK_ID,
     Availability,
     ContainerInfo,
-    ContainerSpec,
     EngineInfo,
     Node,
     NodeRole,
@@ -72,8 +71,6 @@ _ID_BYTES = bytes(ord(_ID_ALPHABET[b % len(_ID_ALPHABET)]) for b in range(256))
 RESERVED_PORTS = frozenset({22})
 # Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
 EPHEMERAL_PORTS = range(32768, 61000)
-# A worker starting tasks records their states at least this often (seconds), see Manager._run_tasks.
-_APPLY_EVERY = 0.02
 
 
 def new_id() -> str:
@@ -86,8 +83,9 @@ def new_token(kind: str) -> str:
     return f"PSWTKN-1-{kind}-{secrets.token_hex(24)}"
 
 
-# What became of a task being started: its new state, the message, and the container when it runs.
-_Outcome = tuple[Task, TaskState, str, ContainerInfo | None]
+# What became of a task being started: its new state (None: unchanged), the message, the container when it
+# runs, and whether the start is over (the task is no longer in flight).
+_Outcome = tuple[Task, TaskState | None, str, ContainerInfo | None, bool]
 
 
 class ManagerError(Exception):
@@ -196,7 +194,18 @@ class Manager:
         self._loop_thread: threading.Thread | None = None
         self._next_wake: float | None = None
         self._jobs_lock = threading.Lock()
+        self._outcomes: deque[_Outcome] = deque()  # from the workers, applied by the next pass
+        # Closed while a pass runs: workers start no engine call meanwhile. The pass is the critical path
+        # (placement, persistence) and CPython's threads share one core: with dozens of busy workers, a pass
+        # would get a small share of it and the lock with it.
+        self._gate = threading.Event()
+        self._gate.set()
         self._workers = ThreadPoolExecutor(settings.engine_workers, thread_name_prefix="engine")
+        # Task writes of the passes, for the store thread: (rows, deleted ids), in order.
+        self._writes: deque[tuple[list[TaskRow], list[str]]] = deque()
+        self._writes_ready = threading.Condition(threading.Lock())
+        self._writer = threading.Thread(target=self._write_loop, name="store", daemon=True)
+        self._writer.start()
         self._pings = ThreadPoolExecutor(16, thread_name_prefix="ping")
         self._beats: list[tuple[float, int, NodeAgent]] = []  # heap of (due, tiebreak, agent)
         self._beats_changed = threading.Condition(threading.Lock())
@@ -431,7 +440,9 @@ class Manager:
             for task in orphaned:
                 self._set_state(task, TaskState.ORPHANED, "node removed")
                 task.desired_state = TaskState.SHUTDOWN
-            self.store.write(delete_nodes=[node.id], tasks=orphaned)
+            # The tasks are written by the next pass (only passes write tasks, in order); after a crash
+            # before that, tasks on a node that is gone are shut down and replaced all the same.
+            self.store.write(delete_nodes=[node.id])
             del self.nodes[node.id]
             self._node_changed(node.id)
         if agent is not None:
@@ -541,7 +552,10 @@ class Manager:
             for task in tasks:
                 task.desired_state = TaskState.SHUTDOWN
                 task.message = "service removed"
-            self.store.write(delete_services=[service.id], tasks=tasks)
+            # Durable now: the service is gone. Its tasks are written by the next pass (only passes write
+            # tasks, in order); after a crash before that, tasks of a missing service are shut down anyway.
+            self.store.write(delete_services=[service.id])
+            self._dirty_tasks.update(t.id for t in tasks)
             del self.services[service.id]
             self._attention.update(t.id for t in tasks)
             self._dirty_services.add(service.id)  # the pass tells watchers and the mesh
@@ -570,6 +584,9 @@ class Manager:
         self.ingress.stop()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout=5)
+        with self._writes_ready:
+            self._writes_ready.notify()
+        self._writer.join(timeout=30)  # what the passes wrote lands before the store closes
 
     def replan_all(self) -> None:
         """Have the next pass re-plan every service, as a node change does."""
@@ -622,82 +639,28 @@ class Manager:
     def reconcile_once(self) -> None:
         """One pass: plan services, schedule, persist, then hand actions to node workers."""
         now = time.time()
-        starts: list[Task] = []
+        starts: list[tuple[Task, Service]] = []
         removals: list[tuple[str, str, str]] = []
         deleted: list[str] = []
-        with self.lock:
-            due = [s for s, at in self._service_wakes.items() if at <= now]
-            for service_id in due:
-                del self._service_wakes[service_id]
-            self._dirty_services.update(due)
-            dirty, self._dirty_services = self._dirty_services, set()
-            for service_id in dirty:
-                service = self.services.get(service_id)
-                if service is None:
-                    continue
-                tasks = self.tasks_by_service.setdefault(service_id, {})
-                plan = plan_service(
-                    service, list(tasks.values()), self.nodes, now, new_id, history_limit=self.settings.history_limit
-                )
-                for task_id, reason in plan.shutdown.items():
-                    task = tasks[task_id]
-                    task.desired_state = TaskState.SHUTDOWN
-                    task.message = reason
-                    task.updated_at = now
-                    self._dirty_tasks.add(task_id)
-                    self._attention.add(task_id)
-                    self._schedule_again = True  # it no longer counts toward max-per-node
-                for task in plan.create:
-                    tasks[task.id] = task
-                    self.tasks[task.id] = task
-                    self._dirty_tasks.add(task.id)
-                    self._attention.add(task.id)
-                    self._pending.add(task.id)
-                    self._schedule_again = True
-                    if task.node_id:
-                        self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
-                for task_id in plan.delete:
-                    if task_id in self._inflight or task_id in self._removing:
-                        continue
-                    self._forget_task(tasks, task_id, deleted)
-                self._service_wakes.pop(service_id, None)
-                if plan.wake_at is not None:
-                    self._service_wakes[service_id] = plan.wake_at
-                if service_id in self._updating:
-                    digest = task_spec_digest(service.spec)
-                    if all(t.spec_digest == digest for t in tasks.values()):
-                        self._updating.discard(service_id)
-            self._next_wake = min(self._service_wakes.values(), default=None)
-            self._schedule_pending(now)
-            self._collect_actions(starts, removals, deleted)
-            flushed = [t for t in self._dirty_tasks if t in self.tasks]
-            batch = self._flush_batch(flushed, deleted)
-            changed = batch is not None or bool(dirty)
-            if changed:
-                self._changed()
-            agents = dict(self.agents)
-            if batch is not None:
-                self.store.reserve()  # the write's turn is fixed under the lock; its I/O runs without it
-        if batch is not None:
-            try:
-                self.store.commit(batch, reserved=True)
-            except BaseException:
-                with self.lock:  # written by the next pass, then
-                    self._dirty_tasks.update(t for t in flushed if t in self.tasks)
-                raise
+        self._gate.clear()
+        try:
+            with self.lock:
+                changed = self._plan(now, starts, removals, deleted)
+                agents = dict(self.agents)
+        finally:
+            self._gate.set()
         # A node's starts go in at most per_node_parallelism jobs, each starting its share in turn.
-        by_node: dict[str, list[str]] = {}
-        for task in starts:
-            by_node.setdefault(task.node_id, []).append(task.id)
-        for node_id, task_ids in by_node.items():
+        by_node: dict[str, list[tuple[Task, Service]]] = {}
+        for item in starts:
+            by_node.setdefault(item[0].node_id, []).append(item)
+        for node_id, items in by_node.items():
             agent = agents.get(node_id)
-            parts = min(self.settings.per_node_parallelism, len(task_ids))
+            parts = min(self.settings.per_node_parallelism, len(items))
             for part in range(parts):
-                chunk = task_ids[part::parts]
+                chunk = items[part::parts]
                 if agent is None or not self._submit(agent, self._run_tasks, node_id, chunk):
-                    with self.lock:
-                        for task_id in chunk:
-                            self._action_done(task_id)
+                    self._outcomes.extend((task, TaskState.ASSIGNED, "not started", None, True) for task, _ in chunk)
+                    self._notify()
         for node_id, container_id, task_id in removals:
             agent = agents.get(node_id)
             if agent is None or not self._submit(agent, self._remove_container, node_id, container_id, task_id):
@@ -705,6 +668,104 @@ class Manager:
                     self._removing.discard(container_id)
         if changed:
             self.ingress.endpoints_changed()
+
+    def _plan(
+        self, now: float, starts: list[tuple[Task, Service]], removals: list[tuple[str, str, str]], deleted: list[str]
+    ) -> bool:
+        """The locked part of a pass. Returns whether anything changed."""
+        self._apply_outcomes()
+        due = [s for s, at in self._service_wakes.items() if at <= now]
+        for service_id in due:
+            del self._service_wakes[service_id]
+        self._dirty_services.update(due)
+        dirty, self._dirty_services = self._dirty_services, set()
+        for service_id in dirty:
+            service = self.services.get(service_id)
+            if service is None:
+                continue
+            tasks = self.tasks_by_service.setdefault(service_id, {})
+            plan = plan_service(
+                service, list(tasks.values()), self.nodes, now, new_id, history_limit=self.settings.history_limit
+            )
+            for task_id, reason in plan.shutdown.items():
+                task = tasks[task_id]
+                task.desired_state = TaskState.SHUTDOWN
+                task.message = reason
+                task.updated_at = now
+                self._dirty_tasks.add(task_id)
+                self._attention.add(task_id)
+                self._schedule_again = True  # it no longer counts toward max-per-node
+            for task in plan.create:
+                tasks[task.id] = task
+                self.tasks[task.id] = task
+                self._dirty_tasks.add(task.id)
+                self._attention.add(task.id)
+                self._pending.add(task.id)
+                self._schedule_again = True
+                if task.node_id:
+                    self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
+            for task_id in plan.delete:
+                if task_id in self._inflight or task_id in self._removing:
+                    continue
+                self._forget_task(tasks, task_id, deleted)
+            self._service_wakes.pop(service_id, None)
+            if plan.wake_at is not None:
+                self._service_wakes[service_id] = plan.wake_at
+            if service_id in self._updating:
+                digest = task_spec_digest(service.spec)
+                if all(t.spec_digest == digest for t in tasks.values()):
+                    self._updating.discard(service_id)
+        self._next_wake = min(self._service_wakes.values(), default=None)
+        self._schedule_pending(now)
+        self._collect_actions(starts, removals, deleted)
+        flushed = self._flush(deleted)
+        changed = flushed or bool(dirty)
+        if changed:
+            self._changed()
+        return changed
+
+    def _flush(self, deleted: list[str]) -> bool:
+        """Hand the tasks changed since the last flush, as they are now, to the store thread (lock held).
+
+        Written behind, in order, by that one thread, the only one that writes tasks (API calls write
+        services and nodes): passes go on meanwhile, and under load the writes of several passes are merged
+        (each task written once, as last seen). A start may so run before its task's row lands; after a
+        crash, a container whose task the store does not place on its node is a stray, removed by resync,
+        and the task is placed again."""
+        if not self._dirty_tasks and not deleted:
+            return False
+        rows = [task_row(self.tasks[t]) for t in self._dirty_tasks if t in self.tasks]
+        self._dirty_tasks = set()
+        with self._writes_ready:
+            self._writes.append((rows, deleted))
+            self._writes_ready.notify()
+        return True
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._writes_ready:
+                while not self._writes and not self._stopping.is_set():
+                    self._writes_ready.wait()
+                if not self._writes:
+                    return  # stopping, and all written
+                pending = list(self._writes)
+                self._writes.clear()
+            merged: dict[str, TaskRow] = {}
+            deleted: list[str] = []
+            for rows, gone in pending:
+                merged.update((row[0], row) for row in rows)
+                for task_id in gone:  # ids are never reused: a deleted task stays deleted
+                    merged.pop(task_id, None)
+                deleted.extend(gone)
+            try:
+                # In parts: a service or node write (made under the manager's lock) waits for one part at most.
+                self.store.write_task_rows(list(merged.values()), deleted)
+            except Exception:
+                log.exception("writing %d tasks failed; the next pass writes them again", len(merged))
+                with self.lock:
+                    self._dirty_tasks.update(t for t in merged if t in self.tasks)
+                self._notify()
+                self._stopping.wait(1.0)
 
     def _forget_task(self, tasks: dict[str, Task], task_id: str, deleted: list[str]) -> None:
         task = tasks.pop(task_id, None)
@@ -751,7 +812,9 @@ class Manager:
                 task.updated_at = now
                 self._dirty_tasks.add(task_id)
 
-    def _collect_actions(self, starts: list[Task], removals: list[tuple[str, str, str]], deleted: list[str]) -> None:
+    def _collect_actions(
+        self, starts: list[tuple[Task, Service]], removals: list[tuple[str, str, str]], deleted: list[str]
+    ) -> None:
         attention, self._attention = self._attention, set()
         for task_id in attention:
             task = self.tasks.get(task_id)
@@ -764,7 +827,8 @@ class Manager:
             if task.desired_state is TaskState.RUNNING:
                 if task.state is TaskState.ASSIGNED and ready:
                     self._inflight.add(task.id)
-                    starts.append(task)
+                    self._set_state(task, TaskState.PREPARING, "preparing")
+                    starts.append((task, self.services[task.service_id]))
                 continue
             if task.state.terminal:
                 continue
@@ -780,13 +844,6 @@ class Manager:
                 self._forget_task(tasks, task_id, deleted)
             if not tasks:
                 del self.tasks_by_service[service_id]
-
-    def _flush_batch(self, dirty: list[str], deleted: list[str]) -> Batch | None:
-        """The rows of the tasks changed since the last flush, as they are now (lock held)."""
-        if not dirty and not deleted:
-            return None
-        self._dirty_tasks = set()
-        return self.store.batch(tasks=[self.tasks[t] for t in dirty], delete_tasks=deleted)
 
     def _set_state(self, task: Task, state: TaskState, message: str = "", now: float | None = None) -> None:
         now = now or time.time()
@@ -844,74 +901,54 @@ class Manager:
 
     # --- actions on engines, run on node worker pools ------------------------------------------------
 
-    def _run_tasks(self, node_id: str, task_ids: list[str]) -> None:
-        """Start some of a node's tasks, one after another. Their state changes are applied under the lock
-        in groups at most _APPLY_EVERY apart: with a slow engine every start shows as it happens; with a
-        fast one the lock is taken once per group, not three times per task."""
-        prepared: list[tuple[Task, ContainerSpec]] = []
-        with self.lock:
-            agent = self.agents.get(node_id)
-            node = self.nodes.get(node_id)
-            hostname = node.hostname if node else node_id
-            for task_id in task_ids:
-                task = self.tasks.get(task_id)
-                service = self.services.get(task.service_id) if task else None
-                if task is None or service is None or agent is None or task.desired_state is not TaskState.RUNNING:
-                    self._action_done(task_id)
-                    continue
-                self._set_state(task, TaskState.PREPARING, "preparing")
-                prepared.append((task, container_spec(service, task, self.cluster_id)))
-            if prepared:
-                self._set_state(prepared[0][0], TaskState.STARTING, "starting")  # the first starts now
-        if agent is None or not prepared:
-            self._notify()
-            return
-        outcomes: list[_Outcome] = []
-        last_apply = time.monotonic()
-        slow = False  # the first one is marked starting already
-        for position, (task, spec) in enumerate(prepared):
-            if position:
-                outcomes.append((task, TaskState.STARTING, "starting", None))
-            if slow:  # show that this one is starting while it does
-                self._apply_starts(outcomes)
-                last_apply = time.monotonic()
-            began = time.monotonic()
+    def _run_tasks(self, node_id: str, items: list[tuple[Task, Service]]) -> None:
+        """Start some of a node's tasks (marked PREPARING and in flight by the pass), one after another.
+
+        Runs without the manager's lock: what happens is queued as outcomes, which the next pass applies,
+        all at once (so the workers never wait for the lock, nor make a busy pass wait for them)."""
+        agent = self.agents.get(node_id)
+        node = self.nodes.get(node_id)
+        hostname = node.hostname if node else node_id
+        push = self._outcomes.append  # deque.append: atomic, no lock needed
+        for position, (task, service) in enumerate(items):
+            if agent is None or agent.stop.is_set():
+                for later, _ in items[position:]:
+                    push((later, TaskState.ASSIGNED, "not started: the node left", None, True))
+                break
+            self._gate.wait()  # no new engine call while a pass runs
+            push((task, TaskState.STARTING, "starting", None, False))
             try:
-                info = self._engine(agent).run(spec)
+                info = self._engine(agent).run(container_spec(service, task, self.cluster_id))
             except ImageNotFound as exc:
-                outcomes.append((task, TaskState.REJECTED, f"{exc} (pull it on {hostname})", None))
+                push((task, TaskState.REJECTED, f"{exc} (pull it on {hostname})", None, True))
             except EngineUnreachable as exc:
                 # The node may be going down: back to assigned, the heartbeat decides, and we retry.
                 self._drop_engine(agent)
-                outcomes.extend(
-                    (t, TaskState.ASSIGNED, f"engine unreachable: {exc}", None) for t, _ in prepared[position:]
-                )
-                self._apply_starts(outcomes)
-                time.sleep(1.0)
-                with self.lock:
-                    for later, _ in prepared[position:]:
-                        self._action_done(later.id)
+                for later, _ in items[position:]:
+                    push((later, TaskState.ASSIGNED, f"engine unreachable: {exc}", None, False))
                 self._notify()
-                return
+                time.sleep(1.0)
+                for later, _ in items[position:]:
+                    push((later, None, "", None, True))
+                break
             except Exception as exc:  # EngineError, or a driver bug: the task fails, the worker lives on
                 if not isinstance(exc, EngineError):
                     log.exception("starting task %s on %s", task.id, hostname)
-                outcomes.append((task, TaskState.FAILED, str(exc) or type(exc).__name__, None))
+                push((task, TaskState.FAILED, str(exc) or type(exc).__name__, None, True))
             else:
-                outcomes.append((task, TaskState.RUNNING, "started", info))
-            now = time.monotonic()
-            slow = now - began >= _APPLY_EVERY
-            if slow or now - last_apply >= _APPLY_EVERY:
-                self._apply_starts(outcomes)
-                last_apply = now
-        self._apply_starts(outcomes)
+                push((task, TaskState.RUNNING, "started", info, True))
+            self._notify()
+        self._notify()
 
-    def _apply_starts(self, outcomes: list[_Outcome]) -> None:
-        """Record what happened to tasks being started, in order, and empty `outcomes`."""
-        if not outcomes:
-            return
-        with self.lock:
-            for task, state, message, info in outcomes:
+    def _apply_outcomes(self) -> None:
+        """Record what happened to tasks being started, in order (lock held)."""
+        outcomes = self._outcomes
+        while outcomes:
+            task, state, message, info, done = outcomes.popleft()
+            if self.tasks.get(task.id) is not task:
+                self._inflight.discard(task.id)
+                continue
+            if state is not None:
                 if info is not None:
                     task.container_id = info.id
                     task.host_ports = dict(info.host_ports)
@@ -921,14 +958,13 @@ class Manager:
                     task.error = message
                 if task.state is not TaskState.FAILED or state is TaskState.RUNNING:
                     self._set_state(task, state, message)
-                if state in (TaskState.STARTING, TaskState.ASSIGNED):
-                    continue  # still in flight (ASSIGNED: until the pause after an unreachable engine)
                 # A task that starts as planned changes no plan, except that of a rolling update waiting for it.
-                if state is not TaskState.RUNNING or task.service_id in self._updating:
+                if state is not TaskState.STARTING and (
+                    state is not TaskState.RUNNING or task.service_id in self._updating
+                ):
                     self._dirty_services.add(task.service_id)
+            if done:
                 self._action_done(task.id)
-        outcomes.clear()
-        self._notify()
 
     def _remove_container(self, node_id: str, container_id: str, task_id: str) -> None:
         agent = self.agents.get(node_id)
@@ -990,10 +1026,10 @@ class Manager:
         with self.lock:  # what was queued is not in flight any more
             for fn, args in dropped:
                 if fn == self._run_tasks:
-                    for task_id in args[1]:
-                        self._action_done(task_id)
+                    self._outcomes.extend((task, TaskState.ASSIGNED, "not started", None, True) for task, _ in args[1])
                 elif fn == self._remove_container:
                     self._removing.discard(args[1])
+        self._notify()
         for engine in (agent.engine, agent.heartbeat_engine):
             if engine is not None:
                 engine.close()
