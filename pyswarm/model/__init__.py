@@ -31,13 +31,20 @@ class TaskState(enum.Enum):
     REJECTED = "rejected"
     ORPHANED = "orphaned"
 
+    # Set on each member below. States are tested hundreds of thousands of times per pass at scale: a plain
+    # attribute and an identity hash (members are singletons) instead of a lookup that hashes the member
+    # with Enum's __hash__, which is Python code.
+    _rank: int
+    _terminal: bool
+    __hash__ = object.__hash__
+
     @property
     def rank(self) -> int:
-        return _STATE_ORDER[self]
+        return self._rank
 
     @property
     def terminal(self) -> bool:
-        return self.rank > TaskState.RUNNING.rank
+        return self._terminal
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, TaskState):
@@ -50,7 +57,10 @@ class TaskState(enum.Enum):
         return self.rank <= other.rank
 
 
-_STATE_ORDER = {state: index for index, state in enumerate(TaskState)}
+for _index, _state in enumerate(TaskState):
+    _state._rank = _index
+    _state._terminal = _index > list(TaskState).index(TaskState.RUNNING)
+del _index, _state
 
 
 class NodeStatus(enum.Enum):
