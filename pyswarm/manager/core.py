@@ -42,7 +42,7 @@ from pyswarm.drivers.engine import (
     TlsFiles,
 )
 from pyswarm.drivers.host import HostError, trust_pinned_host_key
-from pyswarm.manager.store import Store, TaskRow, secure_dir, task_row
+from pyswarm.manager.store import Store, secure_dir, task_row
 from pyswarm.model import (
     LABEL_TASK_ID,
     Availability,
@@ -201,8 +201,9 @@ class Manager:
         self._gate = threading.Event()
         self._gate.set()
         self._workers = ThreadPoolExecutor(settings.engine_workers, thread_name_prefix="engine")
-        # Task writes of the passes, for the store thread: (rows, deleted ids), in order.
-        self._writes: deque[tuple[list[TaskRow], list[str]]] = deque()
+        # Tasks changed (and deleted) since the store thread last took them: it writes them behind the passes.
+        self._unwritten: set[str] = set()
+        self._unwritten_deleted: list[str] = []
         self._writes_ready = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name="store", daemon=True)
         self._writer.start()
@@ -602,7 +603,10 @@ class Manager:
         self._attention.update(self.tasks_by_node.get(node_id, ()))
 
     def _notify(self) -> None:
-        self._wake.set()
+        # Event.set takes a lock; dozens of workers call this per task. If the flag is up, the loop has not
+        # cleared it yet, and the pass it runs after clearing it sees what the caller changed before.
+        if not self._wake.is_set():
+            self._wake.set()
 
     def _changed(self) -> None:
         """Wake API clients waiting on state changes (progress displays, --watch)."""
@@ -725,46 +729,43 @@ class Manager:
         return changed
 
     def _flush(self, deleted: list[str]) -> bool:
-        """Hand the tasks changed since the last flush, as they are now, to the store thread (lock held).
+        """Hand the tasks changed since the last flush to the store thread (lock held).
 
-        Written behind, in order, by that one thread, the only one that writes tasks (API calls write
-        services and nodes): passes go on meanwhile, and under load the writes of several passes are merged
-        (each task written once, as last seen). A start may so run before its task's row lands; after a
+        That one thread writes them behind the passes, and it is the only one that writes tasks (API calls
+        write services and nodes): passes go on meanwhile, and it writes each task once per round, as it is
+        then, however many passes changed it. A start may so run before its task's row lands; after a
         crash, a container whose task the store does not place on its node is a stray, removed by resync,
         and the task is placed again."""
         if not self._dirty_tasks and not deleted:
             return False
-        rows = [task_row(self.tasks[t]) for t in self._dirty_tasks if t in self.tasks]
+        self._unwritten |= self._dirty_tasks
+        self._unwritten_deleted.extend(deleted)
         self._dirty_tasks = set()
         with self._writes_ready:
-            self._writes.append((rows, deleted))
             self._writes_ready.notify()
         return True
 
     def _write_loop(self) -> None:
         while True:
             with self._writes_ready:
-                while not self._writes and not self._stopping.is_set():
+                while not (self._unwritten or self._unwritten_deleted) and not self._stopping.is_set():
                     self._writes_ready.wait()
-                if not self._writes:
-                    return  # stopping, and all written
-                pending = list(self._writes)
-                self._writes.clear()
-            merged: dict[str, TaskRow] = {}
-            deleted: list[str] = []
-            for rows, gone in pending:
-                merged.update((row[0], row) for row in rows)
-                for task_id in gone:  # ids are never reused: a deleted task stays deleted
-                    merged.pop(task_id, None)
-                deleted.extend(gone)
+            with self.lock:
+                if not (self._unwritten or self._unwritten_deleted):
+                    if self._stopping.is_set():
+                        return  # and all written
+                    continue
+                ids, self._unwritten = self._unwritten, set()
+                deleted, self._unwritten_deleted = self._unwritten_deleted, []
+                rows = [task_row(self.tasks[t]) for t in ids if t in self.tasks]  # as they are now
             try:
                 # In parts: a service or node write (made under the manager's lock) waits for one part at most.
-                self.store.write_task_rows(list(merged.values()), deleted)
+                self.store.write_task_rows(rows, deleted)
             except Exception:
-                log.exception("writing %d tasks failed; the next pass writes them again", len(merged))
+                log.exception("writing %d tasks failed; trying again in a second", len(rows))
                 with self.lock:
-                    self._dirty_tasks.update(t for t in merged if t in self.tasks)
-                self._notify()
+                    self._unwritten.update(row[0] for row in rows)
+                    self._unwritten_deleted.extend(deleted)
                 self._stopping.wait(1.0)
 
     def _forget_task(self, tasks: dict[str, Task], task_id: str, deleted: list[str]) -> None:
@@ -915,7 +916,8 @@ class Manager:
                 for later, _ in items[position:]:
                     push((later, TaskState.ASSIGNED, "not started: the node left", None, True))
                 break
-            self._gate.wait()  # no new engine call while a pass runs
+            if not self._gate.is_set():  # no new engine call while a pass runs (is_set takes no lock)
+                self._gate.wait()
             push((task, TaskState.STARTING, "starting", None, False))
             try:
                 info = self._engine(agent).run(container_spec(service, task, self.cluster_id))
@@ -942,9 +944,11 @@ class Manager:
 
     def _apply_outcomes(self) -> None:
         """Record what happened to tasks being started, in order (lock held)."""
-        outcomes = self._outcomes
-        while outcomes:
-            task, state, message, info, done = outcomes.popleft()
+        outcomes = [self._outcomes.popleft() for _ in range(len(self._outcomes))]
+        last = {outcome[0].id: position for position, outcome in enumerate(outcomes)}
+        for position, (task, state, message, info, done) in enumerate(outcomes):
+            if state is TaskState.STARTING and last[task.id] != position:
+                continue  # it started meanwhile: only its latest state is worth recording
             if self.tasks.get(task.id) is not task:
                 self._inflight.discard(task.id)
                 continue
