@@ -83,6 +83,8 @@ def new_token(kind: str) -> str:
     return f"PSWTKN-1-{kind}-{secrets.token_hex(24)}"
 
 
+# An engine call at least this long (seconds) is a slow engine's: the node's other starts go in parallel.
+_SLOW_START = 0.05
 # What became of a task being started: its new state (None: unchanged), the message, the container when it
 # runs, and whether the start is over (the task is no longer in flight).
 _Outcome = tuple[Task, TaskState | None, str, ContainerInfo | None, bool]
@@ -653,18 +655,15 @@ class Manager:
                 agents = dict(self.agents)
         finally:
             self._gate.set()
-        # A node's starts go in at most per_node_parallelism jobs, each starting its share in turn.
+        # One job per node; it spreads over more workers if that node's engine is slow (see _run_tasks).
         by_node: dict[str, list[tuple[Task, Service]]] = {}
         for item in starts:
             by_node.setdefault(item[0].node_id, []).append(item)
         for node_id, items in by_node.items():
             agent = agents.get(node_id)
-            parts = min(self.settings.per_node_parallelism, len(items))
-            for part in range(parts):
-                chunk = items[part::parts]
-                if agent is None or not self._submit(agent, self._run_tasks, node_id, chunk):
-                    self._outcomes.extend((task, TaskState.ASSIGNED, "not started", None, True) for task, _ in chunk)
-                    self._notify()
+            if agent is None or not self._submit(agent, self._run_tasks, node_id, items):
+                self._outcomes.extend((task, TaskState.ASSIGNED, "not started", None, True) for task, _ in items)
+                self._notify()
         for node_id, container_id, task_id in removals:
             agent = agents.get(node_id)
             if agent is None or not self._submit(agent, self._remove_container, node_id, container_id, task_id):
@@ -906,19 +905,26 @@ class Manager:
         """Start some of a node's tasks (marked PREPARING and in flight by the pass), one after another.
 
         Runs without the manager's lock: what happens is queued as outcomes, which the next pass applies,
-        all at once (so the workers never wait for the lock, nor make a busy pass wait for them)."""
+        all at once (so the workers never wait for the lock, nor make a busy pass wait for them).
+
+        A pass hands each node all its starts in one job. When an engine call turns out slow (a real engine
+        over SSH: a start takes a fraction of a second), the rest is split among up to per_node_parallelism
+        jobs; a fast engine is served by one thread, which costs far less CPU than many (they share one core)."""
         agent = self.agents.get(node_id)
         node = self.nodes.get(node_id)
         hostname = node.hostname if node else node_id
         push = self._outcomes.append  # deque.append: atomic, no lock needed
-        for position, (task, service) in enumerate(items):
+        queue = deque(items)
+        while queue:
+            task, service = queue.popleft()
             if agent is None or agent.stop.is_set():
-                for later, _ in items[position:]:
+                for later, _ in (task, service), *queue:
                     push((later, TaskState.ASSIGNED, "not started: the node left", None, True))
                 break
             if not self._gate.is_set():  # no new engine call while a pass runs (is_set takes no lock)
                 self._gate.wait()
             push((task, TaskState.STARTING, "starting", None, False))
+            began = time.monotonic()
             try:
                 info = self._engine(agent).run(container_spec(service, task, self.cluster_id))
             except ImageNotFound as exc:
@@ -926,11 +932,12 @@ class Manager:
             except EngineUnreachable as exc:
                 # The node may be going down: back to assigned, the heartbeat decides, and we retry.
                 self._drop_engine(agent)
-                for later, _ in items[position:]:
+                stalled = [task, *(later for later, _ in queue)]
+                for later in stalled:
                     push((later, TaskState.ASSIGNED, f"engine unreachable: {exc}", None, False))
                 self._notify()
                 time.sleep(1.0)
-                for later, _ in items[position:]:
+                for later in stalled:
                     push((later, None, "", None, True))
                 break
             except Exception as exc:  # EngineError, or a driver bug: the task fails, the worker lives on
@@ -940,6 +947,15 @@ class Manager:
             else:
                 push((task, TaskState.RUNNING, "started", info, True))
             self._notify()
+            if queue and time.monotonic() - began >= _SLOW_START:
+                rest = list(queue)
+                parts = min(self.settings.per_node_parallelism, len(rest))
+                queue = deque(rest[0::parts])
+                for part in range(1, parts):
+                    chunk = rest[part::parts]
+                    if not self._submit(agent, self._run_tasks, node_id, chunk):
+                        for later, _ in chunk:
+                            push((later, TaskState.ASSIGNED, "not started: the node left", None, True))
         self._notify()
 
     def _apply_outcomes(self) -> None:
