@@ -15,6 +15,7 @@ import functools
 import itertools
 import json
 import os
+import re
 import sqlite3
 import stat
 import threading
@@ -91,12 +92,23 @@ TaskRow = tuple[str, str, int, str, str, str, str, str, str, str, int, str, str,
 
 
 def task_row(t: Task) -> TaskRow:
-    ports = json.dumps(t.host_ports, separators=(",", ":")) if t.host_ports else "{}"
+    ports = _ports_json(t.host_ports) if t.host_ports else "{}"
+    # _value_, not value: Enum's value is a property, a Python call; this runs for every task written.
     return (
-        t.id, t.service_id, t.slot, t.node_id, t.desired_state.value, t.state.value, t.message, t.error,
+        t.id, t.service_id, t.slot, t.node_id, t.desired_state._value_, t.state._value_, t.message, t.error,
         t.container_id, ports, t.spec_version, t.spec_digest, t.container_addr,
         t.created_at, t.updated_at, t.state_changed_at,
     )  # fmt: skip
+
+
+_PLAIN_KEY = re.compile(r"[0-9A-Za-z/._-]+")
+
+
+def _ports_json(ports: dict[str, int]) -> str:
+    """JSON of {"80/tcp": 32768, ...}, without json.dumps' overhead for the plain keys engines use."""
+    if all(_PLAIN_KEY.fullmatch(key) for key in ports):
+        return "{" + ",".join(f'"{key}":{int(port)}' for key, port in ports.items()) + "}"
+    return json.dumps(ports, separators=(",", ":"))
 
 
 def task_from_row(row: TaskRow) -> Task:
