@@ -357,6 +357,7 @@ class MemoryEngine:
         self._lock = threading.Lock()
         self._subscribers: list[queue.SimpleQueue[ContainerEvent | None]] = []
         self._by_name: dict[str, str] = {}  # container name -> id; checked against state.containers
+        self._ids = (f"{self.engine_id[:32]:0>32}{n:032x}" for n in itertools.count(1))  # 64 hex, like docker's
         self._ports = itertools.cycle(range(32768, 61000))  # the engine's ephemeral host ports
 
     def info(self) -> EngineInfo:
@@ -386,7 +387,7 @@ class MemoryEngine:
             if existing is not None and existing.name == spec.name:
                 return existing
             container = ContainerInfo(
-                id=uuid.uuid4().hex,
+                id=next(self._ids),
                 name=spec.name,
                 labels=dict(spec.labels),
                 status="running",
