@@ -42,7 +42,7 @@ from pyswarm.drivers.engine import (
     TlsFiles,
 )
 from pyswarm.drivers.host import HostError, trust_pinned_host_key
-from pyswarm.manager.store import Store, secure_dir, task_row
+from pyswarm.manager.store import Store, TaskRow, secure_dir, task_row
 from pyswarm.model import (
     LABEL_TASK_ID,
     Availability,
@@ -204,7 +204,7 @@ class Manager:
         self._gate.set()
         self._workers = ThreadPoolExecutor(settings.engine_workers, thread_name_prefix="engine")
         # Tasks changed (and deleted) since the store thread last took them: it writes them behind the passes.
-        self._unwritten: set[str] = set()
+        self._unwritten: dict[str, TaskRow] = {}  # by task id: the latest row of each
         self._unwritten_deleted: list[str] = []
         self._writes_ready = threading.Condition(threading.Lock())
         self._writer = threading.Thread(target=self._write_loop, name="store", daemon=True)
@@ -633,7 +633,7 @@ class Manager:
             # Debounce: let a burst of events land in one pass. Under a stream of changes, wait as long as
             # the last pass took: passes then take at most half of the time (and of the lock), and each
             # one does more of the work (placing a batch costs a pass over the cluster's tasks).
-            time.sleep(min(max(0.01, took), 1.0))
+            time.sleep(min(max(0.01, took), 0.2))
             began = time.monotonic()
             try:
                 self.reconcile_once()
@@ -728,16 +728,22 @@ class Manager:
         return changed
 
     def _flush(self, deleted: list[str]) -> bool:
-        """Hand the tasks changed since the last flush to the store thread (lock held).
+        """Encode the tasks changed since the last flush, as they are now, for the store thread (lock held).
 
         That one thread writes them behind the passes, and it is the only one that writes tasks (API calls
-        write services and nodes): passes go on meanwhile, and it writes each task once per round, as it is
-        then, however many passes changed it. A start may so run before its task's row lands; after a
-        crash, a container whose task the store does not place on its node is a stray, removed by resync,
-        and the task is placed again."""
+        write services and nodes): passes go on meanwhile, and a task changed by several passes before it
+        gets to them is written once. A start may so run before its task's row lands; after a crash, a
+        container whose task the store does not place on its node is a stray, removed by resync, and the
+        task is placed again."""
         if not self._dirty_tasks and not deleted:
             return False
-        self._unwritten |= self._dirty_tasks
+        tasks, unwritten = self.tasks, self._unwritten
+        for task_id in self._dirty_tasks:
+            task = tasks.get(task_id)
+            if task is not None:
+                unwritten[task_id] = task_row(task)
+        for task_id in deleted:
+            unwritten.pop(task_id, None)
         self._unwritten_deleted.extend(deleted)
         self._dirty_tasks = set()
         with self._writes_ready:
@@ -754,16 +760,16 @@ class Manager:
                     if self._stopping.is_set():
                         return  # and all written
                     continue
-                ids, self._unwritten = self._unwritten, set()
+                rows, self._unwritten = self._unwritten, {}
                 deleted, self._unwritten_deleted = self._unwritten_deleted, []
-                rows = [task_row(self.tasks[t]) for t in ids if t in self.tasks]  # as they are now
             try:
                 # In parts: a service or node write (made under the manager's lock) waits for one part at most.
-                self.store.write_task_rows(rows, deleted)
+                self.store.write_task_rows(list(rows.values()), deleted)
             except Exception:
                 log.exception("writing %d tasks failed; trying again in a second", len(rows))
                 with self.lock:
-                    self._unwritten.update(row[0] for row in rows)
+                    for task_id, row in rows.items():
+                        self._unwritten.setdefault(task_id, row)  # unless a newer one came meanwhile
                     self._unwritten_deleted.extend(deleted)
                 self._stopping.wait(1.0)
 
@@ -1088,6 +1094,7 @@ class Manager:
 
     def _ping(self, agents: Iterable[NodeAgent]) -> None:
         period = self.settings.heartbeat
+        beats = []
         for agent in agents:
             began = time.monotonic()
             try:
@@ -1095,7 +1102,14 @@ class Manager:
             except Exception:
                 log.exception("heartbeat of node %s failed", agent.node_id[:12])
             if not agent.stop.is_set():
-                self._schedule_beat(agent, began + period)
+                beats.append((began + period, agent))
+        with self._beats_changed:  # the batch's next beats in one go: the ping threads share this lock
+            first = self._beats[0][0] if self._beats else None
+            for at, agent in beats:
+                self._beat_counter += 1
+                heapq.heappush(self._beats, (at, self._beat_counter, agent))
+            if self._beats and self._beats[0][0] != first:
+                self._beats_changed.notify()
 
     def _ping_one(self, agent: NodeAgent, period: float) -> None:
         try:
