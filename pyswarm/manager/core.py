@@ -175,6 +175,10 @@ class Manager:
         self.tasks_by_service: dict[str, dict[str, Task]] = {sid: {} for sid in self.services}
         self.tasks_by_node: dict[str, set[str]] = {}
         for task in self.tasks.values():
+            if task.desired_state is TaskState.RUNNING and task.state in (TaskState.PREPARING, TaskState.STARTING):
+                # A start the previous manager did not finish: start it again. The container name is the
+                # task's, so a container it did create is adopted, never duplicated.
+                task.state = TaskState.ASSIGNED
             self.tasks_by_service.setdefault(task.service_id, {})[task.id] = task
             if task.node_id:
                 self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
@@ -1114,7 +1118,9 @@ class Manager:
     def _ping_one(self, agent: NodeAgent, period: float) -> None:
         try:
             if agent.heartbeat_engine is None:
-                agent.heartbeat_engine = self._connect(agent.url, max(period, 0.5))
+                # A loaded dockerd (dozens of starts on 2 cores) can take over a second to answer a ping:
+                # that is a slow engine, not a dead one, so a ping gets more than one period.
+                agent.heartbeat_engine = self._connect(agent.url, max(1.5 * period, 2.0))
             agent.heartbeat_engine.ping()
         except EngineError as exc:
             engine, agent.heartbeat_engine = agent.heartbeat_engine, None
