@@ -1134,7 +1134,9 @@ class Manager:
         node = self.nodes.get(agent.node_id)
         if not (agent.online and node is not None and node.status is NodeStatus.READY):
             self._mark_node(agent, NodeStatus.READY, "")  # a change: the common case above needs no lock
-        if time.time() - agent.last_resync >= self.settings.resync_interval:
+        # Not while the node has engine jobs: its listing would race with them (and be judged only in part),
+        # and at thousands of nodes these resyncs would compete with the starts for the one core.
+        if time.time() - agent.last_resync >= self.settings.resync_interval and not agent.running:
             agent.last_resync = time.time()
             self._submit(agent, self.resync_node, agent.node_id)
 
