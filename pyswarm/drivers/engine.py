@@ -118,14 +118,14 @@ class DockerEngine:
                 self.client = docker.DockerClient(
                     base_url=url.replace("tcp://", "https://"),
                     tls=tls_config,
-                    timeout=int(timeout),
+                    timeout=timeout,
                     max_pool_size=pool_size,
                     version="auto",
                 )
             else:
                 self.client = docker.DockerClient(
                     base_url=url,
-                    timeout=int(timeout),
+                    timeout=timeout,
                     use_ssh_client=False,
                     max_pool_size=pool_size,
                     version="auto",

@@ -826,6 +826,7 @@ class Manager:
         self, starts: list[tuple[Task, Service]], removals: list[tuple[str, str, str]], deleted: list[str]
     ) -> None:
         attention, self._attention = self._attention, set()
+        busy_slots: dict[str, set[tuple[int, str]]] = {}
         for task_id in attention:
             task = self.tasks.get(task_id)
             if task is None or task.id in self._inflight:
@@ -835,6 +836,9 @@ class Manager:
             if task.desired_state is TaskState.RUNNING and task.service_id not in self.services:
                 task.desired_state = TaskState.SHUTDOWN
             if task.desired_state is TaskState.RUNNING:
+                if task.state is TaskState.ASSIGNED and ready and self._slot_busy(task, busy_slots):
+                    self._attention.add(task.id)  # stop-first: wait until the slot's old container is gone
+                    continue
                 if task.state is TaskState.ASSIGNED and ready:
                     self._inflight.add(task.id)
                     self._set_state(task, TaskState.PREPARING, "preparing")
@@ -854,6 +858,21 @@ class Manager:
                 self._forget_task(tasks, task_id, deleted)
             if not tasks:
                 del self.tasks_by_service[service_id]
+
+    def _slot_busy(self, task: Task, cache: dict[str, set[tuple[int, str]]]) -> bool:
+        """Stop-first, as swarm: a slot's new task starts once the container of the task it replaces is gone,
+        so no slot ever runs twice. A predecessor on a node that is not Ready does not hold the slot."""
+        busy = cache.get(task.service_id)
+        if busy is None:
+            busy = set()
+            for other in self.tasks_by_service.get(task.service_id, {}).values():
+                if other.desired_state is TaskState.RUNNING or other.state.terminal:
+                    continue
+                node = self.nodes.get(other.node_id)
+                if (other.container_id or other.id in self._inflight) and node is not None and node.ready:
+                    busy.add((other.slot, other.node_id if other.slot == 0 else ""))
+            cache[task.service_id] = busy
+        return (task.slot, task.node_id if task.slot == 0 else "") in busy
 
     def _set_state(self, task: Task, state: TaskState, message: str = "", now: float | None = None) -> None:
         now = now or time.time()
