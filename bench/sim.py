@@ -80,6 +80,8 @@ def figures(run: dict[str, Any]) -> list[Figure]:
         Figure("ingress: render one node's rules", "ingress_render_s", "s"),
         Figure("ingress: diff after one task moved", "ingress_diff_s", "s"),
         Figure("ingress rules on one node", "ingress_rules", "lines"),
+        Figure("ingress, 3 endpoints a service: render", "ingress_small_render_s", "s"),
+        Figure("ingress, 3 endpoints a service: diff", "ingress_small_diff_s", "s"),
         Figure("tasks replaced on the way", "extra_tasks", "", Goal(0, at_most=True)),
         Figure("tasks running when it timed out", "running_at_timeout", ""),
         Figure("peak memory (RSS)", "peak_rss_mib", "MiB"),
@@ -184,7 +186,18 @@ def _measure_ingress(manager: Manager, node_addr: str) -> dict[str, Any]:
     text = restore_text(desired, before, applied_jumps())
     diff_s = time.perf_counter() - began
     full = restore_text(desired, None)
+    # The same 1,000 services with 3 replicas each, a more usual mesh.
+    small = tuple(replace(p, endpoints=p.endpoints[:3]) for p in ports)
+    small_before = (replace(small[0], endpoints=(moved, *small[0].endpoints[1:])), *small[1:])
+    began = time.perf_counter()
+    small_desired = render_node_rules(small, node_addr)
+    small_render_s = time.perf_counter() - began
+    began = time.perf_counter()
+    restore_text(small_desired, render_node_rules(small_before, node_addr), applied_jumps())
+    small_diff_s = time.perf_counter() - began
     return {
+        "ingress_small_render_s": small_render_s,
+        "ingress_small_diff_s": small_diff_s,
         "ingress_services": len(ports),
         "ingress_endpoints": sum(len(p.endpoints) for p in ports),
         "ingress_endpoints_s": endpoints_s,
