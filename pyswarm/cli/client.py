@@ -33,6 +33,15 @@ def fail(message: str, code: int = 1) -> NoReturn:
     sys.exit(code)
 
 
+def ref_path(ref: str, what: str = "reference") -> str:
+    """A node or service reference as one URL path segment: bounded, and quoted so it stays one segment."""
+    from urllib.parse import quote
+
+    if not ref or len(ref) > 256:
+        fail(f"invalid {what} {ref[:40]!r}")
+    return quote(ref, safe="")
+
+
 def normalise_host(host: str) -> str:
     host = host.strip()
     if "://" not in host:

@@ -9,17 +9,13 @@ import click
 from rich.live import Live
 from rich.text import Text
 
-from pyswarm.cli.client import Api, fail, print_json
+from pyswarm.cli.client import Api, fail, print_json, ref_path
 from pyswarm.cli.render import ago, console, short, table
 from pyswarm.model import parse
 
 
 def _path(ref: str) -> str:
-    from urllib.parse import quote
-
-    if not ref or len(ref) > 256:
-        fail(f"invalid service reference {ref[:40]!r}")
-    return quote(ref, safe="")
+    return ref_path(ref, "service reference")
 
 
 def _parsed(func: Any, values: Any) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import httpx
 
-from pyswarm.cli.client import Api, config_path, fail, print_json, remove_client_config, save_client_config
+from pyswarm.cli.client import Api, config_path, fail, print_json, ref_path, remove_client_config, save_client_config
 from pyswarm.cli.render import short, table
 from pyswarm.drivers.engine import DockerEngine, EngineError, validate_engine_url
 from pyswarm.manager.core import Manager, ManagerError, Settings
@@ -535,11 +535,7 @@ def _ingress_text(item: dict[str, Any]) -> str:
 
 
 def _path(ref: str) -> str:
-    from urllib.parse import quote
-
-    if not ref or len(ref) > 256:
-        fail(f"invalid reference {ref[:40]!r}")
-    return quote(ref, safe="")
+    return ref_path(ref)
 
 
 @node.command("update")
