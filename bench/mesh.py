@@ -139,24 +139,34 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _alternate(mesh_url: str, direct_url: str, count: int, run: Callable[[str], WrkResult]) -> list[dict[str, Any]]:
+# Starts watching the machine for one wrk run; what it returns, called after the run, gives figures to keep.
+Observer = Callable[[], Callable[[], dict[str, Any]]]
+
+
+def _alternate(
+    mesh_url: str, direct_url: str, count: int, run: Callable[[str], WrkResult], observe: Observer | None
+) -> list[dict[str, Any]]:
     rounds: list[dict[str, Any]] = []
     for index in range(count):
         order = ("direct", "mesh") if index % 2 == 0 else ("mesh", "direct")
         entry: dict[str, Any] = {"round": index + 1, "order": list(order)}
         for target in order:
+            stop = observe() if observe else None
             entry[target] = asdict(run(mesh_url if target == "mesh" else direct_url))
+            if stop is not None:
+                entry[target]["observed"] = stop()
         entry["ratio"] = entry["mesh"]["requests_per_s"] / entry["direct"]["requests_per_s"]
         rounds.append(entry)
     return rounds
 
 
-def measure(mesh_url: str, direct_url: str, args: MeshArgs) -> dict[str, Any]:
+def measure(mesh_url: str, direct_url: str, args: MeshArgs, observe: Observer | None = None) -> dict[str, Any]:
     """Alternate direct and mesh runs (who goes first flips every round) and compare them.
 
     The ratio is the median of the per-round ratios: each round's pair ran back to back, so a slow spell of
-    the machine affects both sides of that round alike."""
-    rounds = _alternate(mesh_url, direct_url, args.rounds, lambda url: run_wrk(url, args))
+    the machine affects both sides of that round alike. `observe` (e.g. the CPU by process group) is recorded
+    with every run, so that a disturbed run can be told apart."""
+    rounds = _alternate(mesh_url, direct_url, args.rounds, lambda url: run_wrk(url, args), observe)
 
     def median(target: str, key: str, of: list[dict[str, Any]] = rounds) -> float:
         return statistics.median(r[target][key] for r in of)
@@ -168,6 +178,7 @@ def measure(mesh_url: str, direct_url: str, args: MeshArgs) -> dict[str, Any]:
             direct_url,
             args.light_rounds,
             lambda url: run_wrk(url, args, threads=1, connections=1, duration=args.light_duration),
+            observe,
         )
         light = {
             "tool": f"wrk -t1 -c1 -d{args.light_duration:g}s --latency",
