@@ -31,13 +31,12 @@ from typing import Any
 from bench.common import Figure, Goal, peak_rss_mib
 from pyswarm.drivers.engine import Engine, MemoryEngine
 from pyswarm.manager.core import Manager, Settings
+from pyswarm.manager.ingress import desired_ingress_ports
 from pyswarm.manager.store import STATE_FILE
 from pyswarm.model import Availability, NodeStatus, PortConfig, ServiceSpec, TaskState
-from pyswarm.planners.containers import endpoints
 from pyswarm.planners.ingress import (
     IngressPort,
     applied_jumps,
-    ingress_ports_for,
     render_node_rules,
     restore_text,
 )
@@ -160,15 +159,8 @@ def _time_passes(manager: Manager, passes: int, replan_all: bool) -> float:
 
 
 def _ingress_ports(manager: Manager) -> tuple[IngressPort, ...]:
-    """What the mesh sync computes on every change (pyswarm.manager.ingress.MeshSync.desired_ports)."""
-    with manager.lock:
-        ports: list[IngressPort] = []
-        for service in sorted(manager.services.values(), key=lambda s: s.id):
-            if not service.spec.ingress_ports():
-                continue
-            tasks = manager.tasks_by_service.get(service.id, {}).values()
-            ports.extend(ingress_ports_for(service, endpoints(service, tasks, manager.nodes)))
-        return tuple(ports)
+    """What the mesh sync computes on every change."""
+    return desired_ingress_ports(manager)
 
 
 def _measure_ingress(manager: Manager, node_addr: str) -> dict[str, Any]:

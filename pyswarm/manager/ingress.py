@@ -20,6 +20,18 @@ from pyswarm.planners.ingress import IngressPort, ingress_ports_for, render_node
 log = logging.getLogger("pyswarm.ingress")
 
 
+def desired_ingress_ports(manager: Manager) -> tuple[IngressPort, ...]:
+    """Every published ingress port of the cluster with its running endpoints, in a stable order."""
+    with manager.lock:
+        ports: list[IngressPort] = []
+        for service in sorted(manager.services.values(), key=lambda s: s.id):
+            if not service.spec.ingress_ports():
+                continue
+            tasks = manager.tasks_by_service.get(service.id, {}).values()
+            ports.extend(ingress_ports_for(service, endpoints(service, tasks, manager.nodes)))
+        return tuple(ports)
+
+
 class MeshSync(IngressSync):
     def __init__(self, manager: Manager, drift_check: float = 30.0) -> None:
         self.manager = manager
@@ -67,15 +79,7 @@ class MeshSync(IngressSync):
                 log.exception("ingress sync failed")
 
     def desired_ports(self) -> tuple[IngressPort, ...]:
-        manager = self.manager
-        with manager.lock:
-            ports: list[IngressPort] = []
-            for service in sorted(manager.services.values(), key=lambda s: s.id):
-                if not service.spec.ingress_ports():
-                    continue
-                tasks = manager.tasks_by_service.get(service.id, {}).values()
-                ports.extend(ingress_ports_for(service, endpoints(service, tasks, manager.nodes)))
-            return tuple(ports)
+        return desired_ingress_ports(self.manager)
 
     def sync_once(self) -> None:
         ports = self.desired_ports()
