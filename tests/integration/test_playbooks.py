@@ -31,6 +31,8 @@ import shutil
 import stat
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +49,8 @@ SITE = PLAYBOOKS / "site.yml"
 # What the role installs with apt (pyswarm_packages, plus pyswarm_venv_packages where pyswarm is installed).
 ROLE_PACKAGES = ("docker.io", "iptables", "python3", "openssh-client", "python3-venv", "python3-setuptools")
 MANAGER = "node-01"
+# One playbook run takes 1-2 minutes on the lab: far longer means a task hangs.
+PLAYBOOK_TIMEOUT = 420
 
 # Tasks (and handlers) that must report "changed" on the first full run, on every node, and on the
 # manager only. Every path is new (a fresh temporary directory), nginx:latest is already loaded in the
@@ -126,6 +130,36 @@ def parse_changed(output: str) -> dict[str, set[str]]:
     return changed
 
 
+def run_logged(argv: list[str], env: dict[str, str], log: Path, timeout: float) -> tuple[int, str]:
+    """Run argv, its output streamed to log with each line's elapsed seconds, so that a run that hangs
+    still shows where: on timeout the process is killed and the failure quotes the last lines."""
+    lines: list[str] = []
+    start = time.monotonic()
+    with log.open("w") as sink:
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                sink.write(f"[{time.monotonic() - start:7.1f}s] {line}")
+                sink.flush()
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            returncode = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            reader.join(10)
+            tail = "".join(log.read_text().splitlines(keepends=True)[-60:])
+            command = " ".join(argv)
+            raise AssertionError(f"$ {command}\nstill running after {timeout:.0f} s; the last lines:\n{tail}") from None
+        reader.join(30)
+    return returncode, "".join(lines)
+
+
 def ansible_playbook(inventory: Path, *args: str, log: Path) -> Run:
     exe = shutil.which("ansible-playbook")
     assert exe is not None
@@ -138,10 +172,8 @@ def ansible_playbook(inventory: Path, *args: str, log: Path) -> Run:
         ANSIBLE_RETRY_FILES_ENABLED="0",
     )
     argv = [exe, "-i", str(inventory), *args, str(SITE)]
-    cp = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=900)
-    output = cp.stdout + cp.stderr
-    log.write_text(output)
-    run = Run(argv, cp.returncode, output, {}, {})
+    returncode, output = run_logged(argv, env, log, timeout=PLAYBOOK_TIMEOUT)
+    run = Run(argv, returncode, output, {}, {})
     assert "PLAY RECAP" in output, run.explain()
     run.recap = parse_recap(output)
     run.changed = parse_changed(output)
