@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 import click
 import httpx
 
-from pyswarm.manager.daemon import read_json, write_private_json
+from pyswarm.manager.files import read_json, write_private_json
 
 
 def config_path() -> Path:

@@ -5,18 +5,32 @@ from __future__ import annotations
 import click
 
 from pyswarm import __version__
-from pyswarm.cli.lab_cmds import lab
 from pyswarm.cli.service_cmds import service
 from pyswarm.cli.swarm_cmds import info_cmd, manager_cmd, network, node, swarm
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Cli(click.Group):
+    """`lab` is loaded only when it is named (or listed, by --help): the lab package takes a while to import
+    and no other command needs it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), "lab"])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name == "lab":
+            from pyswarm.cli.lab_cmds import lab
+
+            return lab
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="pyswarm")
 def cli() -> None:
     """Docker swarm mode, rebuilt in Python, on real Docker Engines."""
 
 
-for command in (swarm, node, service, info_cmd, network, manager_cmd, lab):
+for command in (swarm, node, service, info_cmd, network, manager_cmd):
     cli.add_command(command)
 
 

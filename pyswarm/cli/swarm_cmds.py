@@ -10,34 +10,35 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import httpx
 
 from pyswarm.cli.client import Api, config_path, fail, print_json, ref_path, remove_client_config, save_client_config
 from pyswarm.cli.render import short, table
-from pyswarm.drivers.engine import DockerEngine, EngineError, validate_engine_url
-from pyswarm.manager.core import Manager, ManagerError, Settings
-from pyswarm.manager.daemon import (
-    EXIT_CONFIG,
-    LOG_FILE,
-    NODE_FILE,
-    PID_FILE,
-    data_dir,
-    read_json,
-    save_settings,
-    serve,
-    write_private_json,
-)
-from pyswarm.manager.store import StoreError
+from pyswarm.manager.daemon import EXIT_CONFIG, LOG_FILE, NODE_FILE, PID_FILE, data_dir, save_settings, serve
+from pyswarm.manager.files import read_json, write_private_json
 from pyswarm.model import parse
+
+if TYPE_CHECKING:
+    from pyswarm.drivers.engine import DockerEngine
+
+# The docker SDK (drivers.engine) and the manager (core, store) are imported inside the commands that use
+# them: client commands only talk HTTP to the manager and should start fast.
 
 # --- swarm ---------------------------------------------------------------------------------------------
 
 
 def local_engine_url() -> str:
     return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
+def local_engine(timeout: float) -> DockerEngine:
+    """This machine's engine, through the docker SDK."""
+    from pyswarm.drivers.engine import DockerEngine
+
+    return DockerEngine(local_engine_url(), timeout=timeout)
 
 
 def _split_addr(text: str, default_port: int = 2377) -> tuple[str, int]:
@@ -151,6 +152,8 @@ def engine_access(
     ssh_fingerprint: str | None,
 ) -> dict[str, Any]:
     """Validate the flags and turn them into the API's fields (PEM text travels, paths do not)."""
+    from pyswarm.drivers.engine import validate_engine_url
+
     given = [f for f in (tlscacert, tlscert, tlskey) if f]
     if given and len(given) != 3:
         fail("TLS needs all three of --tlscacert, --tlscert and --tlskey")
@@ -209,6 +212,10 @@ def swarm_init(
     listen_addr: str, advertise_addr: str | None, availability: str, engine_url: str | None, heartbeat: str
 ) -> None:
     """Initialise a swarm: this node becomes its manager (and, by default, a worker too)."""
+    from pyswarm.drivers.engine import validate_engine_url
+    from pyswarm.manager.core import Manager, ManagerError, Settings
+    from pyswarm.manager.store import StoreError
+
     directory = data_dir()
     if read_json(directory / NODE_FILE):
         fail(
@@ -272,6 +279,8 @@ def swarm_join(
     remote_addr: str,
 ) -> None:
     """Join this node's engine to a swarm."""
+    from pyswarm.drivers.engine import EngineError
+
     directory = data_dir()
     if read_json(directory / NODE_FILE):
         fail(
@@ -285,7 +294,7 @@ def swarm_join(
     engine_url = advertise_engine or f"ssh://{_user()}@{source}"
     access = engine_access(engine_url, tlscacert, tlscert, tlskey, insecure_tcp, ssh_fingerprint)
     try:
-        local = DockerEngine(local_engine_url(), timeout=10)
+        local = local_engine(timeout=10)
         engine_id = local.info().id
         local.close()
     except EngineError as exc:
@@ -418,6 +427,8 @@ def _stop_manager(directory: Path) -> None:
 )
 def manager_cmd(directory: Path | None) -> None:
     """Run the manager in the foreground (what `swarm init` starts in the background; use it under systemd)."""
+    from pyswarm.manager.store import StoreError
+
     try:
         serve(directory or data_dir())
     except (RuntimeError, StoreError) as exc:
@@ -613,8 +624,10 @@ def network_ls() -> None:
     networks = Api().get("/networks")
     rows = [[short(n["id"]), n["name"], n["driver"], n["scope"]] for n in networks]
     if os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock"):
+        from pyswarm.drivers.engine import EngineError
+
         try:
-            local = DockerEngine(local_engine_url(), timeout=5)
+            local = local_engine(timeout=5)
             rows += [[item["Id"][:12], item["Name"], item["Driver"], item["Scope"]] for item in local.api.networks()]
             local.close()
         except EngineError as exc:

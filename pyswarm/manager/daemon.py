@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -10,13 +9,15 @@ import sys
 import threading
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-import uvicorn
+from pyswarm.manager.files import read_json, write_private_json
 
-from pyswarm.manager.api import create_app
-from pyswarm.manager.core import Manager, Settings
-from pyswarm.manager.store import STATE_FILE, secure_dir
+if TYPE_CHECKING:
+    from pyswarm.manager.core import Settings
+
+# The CLI imports this module for the paths and settings below; the manager itself (core, the API,
+# uvicorn, the docker SDK) is imported only where it is run or built, so client commands start fast.
 
 DEFAULT_DATA_DIR = Path("/var/lib/pyswarm")
 # Exit status for a manager that cannot start until an operator acts (systemd: RestartPreventExitStatus=78).
@@ -31,27 +32,6 @@ def data_dir() -> Path:
     return Path(os.environ.get("PYSWARM_DATA_DIR") or DEFAULT_DATA_DIR)
 
 
-def write_private_json(path: Path, data: dict[str, Any]) -> None:
-    """Write a 0600 file atomically (its directory made 0700): these files hold tokens."""
-    secure_dir(path.parent)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-    os.replace(tmp, path)
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise RuntimeError(f"{path} is unreadable ({exc}); remove it to start over") from None
-    return data if isinstance(data, dict) else None
-
-
 def save_settings(settings: Settings, listen_host: str) -> None:
     data = asdict(settings)
     data["data_dir"] = str(settings.data_dir)
@@ -60,6 +40,8 @@ def save_settings(settings: Settings, listen_host: str) -> None:
 
 
 def load_settings(directory: Path) -> tuple[Settings, str]:
+    from pyswarm.manager.core import Settings
+
     data = read_json(directory / SETTINGS_FILE)
     if data is None:
         raise RuntimeError(f"no manager here: {directory / SETTINGS_FILE} is missing (run `pyswarm swarm init`)")
@@ -71,6 +53,13 @@ def load_settings(directory: Path) -> tuple[Settings, str]:
 
 def serve(directory: Path) -> None:
     """Run the manager in the foreground until SIGTERM/SIGINT (what `pyswarm manager` and systemd run)."""
+    import uvicorn
+
+    from pyswarm.manager.api import create_app
+    from pyswarm.manager.core import Manager
+    from pyswarm.manager.ingress import MeshSync
+    from pyswarm.manager.store import STATE_FILE
+
     settings, listen_host = load_settings(directory)
     if not (directory / STATE_FILE).exists():
         # Starting empty would forget every service while their containers keep running.
@@ -80,8 +69,6 @@ def serve(directory: Path) -> None:
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     manager = Manager(settings)
-    from pyswarm.manager.ingress import MeshSync
-
     manager.ingress = MeshSync(manager)
     manager.start()
     (directory / PID_FILE).write_text(str(os.getpid()))

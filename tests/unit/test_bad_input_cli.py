@@ -258,7 +258,7 @@ def server(cluster: Cluster) -> Iterator[ApiServer]:
 @pytest.fixture
 def machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Cluster) -> Path:
     """This machine: its swarm state and client config in tmp_path, its engine node-04's."""
-    monkeypatch.setattr(swarm_cmds, "DockerEngine", lambda url, **_: cluster.spare)
+    monkeypatch.setattr(swarm_cmds, "local_engine", lambda timeout: cluster.spare)
     (tmp_path / "state").mkdir()
     return tmp_path
 
@@ -348,7 +348,7 @@ def test_secrets_never_show_in_output_errors_responses_or_logs(
     caplog.set_level(logging.DEBUG)
     cluster = Cluster(tmp_path / "manager")
     cluster.populate()
-    monkeypatch.setattr(swarm_cmds, "DockerEngine", lambda url, **_: cluster.spare)
+    monkeypatch.setattr(swarm_cmds, "local_engine", lambda timeout: cluster.spare)
     outputs: list[str] = []
     with no_ssh_probes(), ApiServer(cluster.manager, logged=True) as server:
         machine = tmp_path / "machine"
