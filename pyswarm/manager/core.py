@@ -21,7 +21,9 @@ import hmac
 import logging
 import os
 import secrets
+import shutil
 import string
+import tempfile
 import threading
 import time
 import urllib.parse
@@ -67,6 +69,13 @@ log = logging.getLogger("pyswarm.manager")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _ID_BYTES = bytes(ord(_ID_ALPHABET[b % len(_ID_ALPHABET)]) for b in range(256))
+# A node's status message once it ran `swarm leave`; its tasks' message too.
+LEFT = "node left the swarm"
+# How long (seconds) `swarm leave` waits for the node's containers to be removed; the rest goes on behind.
+_LEAVE_WAIT = 5.0
+_LEFT_UNREACHABLE = (
+    "node %s left the swarm, but its engine cannot be reached: its task containers were not removed (%s)"
+)
 # Ports the mesh must never take over on every node: SSH is how the manager reaches the hosts.
 RESERVED_PORTS = frozenset({22})
 # Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
@@ -290,25 +299,44 @@ class Manager:
     def _tls_dir(self, url: str) -> Path:
         return self.settings.data_dir / "tls" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
-    def _connect(self, url: str, timeout: float) -> Engine:
-        """An engine client for url, with the TLS files stored for it when it is a tcp:// engine."""
-        tls_dir = self._tls_dir(url)
+    def _connect(self, url: str, timeout: float, tls_dir: Path | None = None) -> Engine:
+        """An engine client for url, with the TLS files stored for it when it is a tcp:// engine (or those
+        in tls_dir: credentials being tried before they are stored)."""
+        tls_dir = tls_dir or self._tls_dir(url)
         if url.startswith("tcp://") and (tls_dir / "key.pem").exists():
             tls = TlsFiles(ca=str(tls_dir / "ca.pem"), cert=str(tls_dir / "cert.pem"), key=str(tls_dir / "key.pem"))
             return self.engine_factory(url, timeout, tls)  # type: ignore[call-arg]
         return self.engine_factory(url, timeout)
 
-    def _store_tls(self, url: str, tls: TlsPem) -> None:
-        tls_dir = self._tls_dir(url)
-        secure_dir(tls_dir)
-        for name, text in (("ca.pem", tls.ca), ("cert.pem", tls.cert), ("key.pem", tls.key)):
-            fd = os.open(tls_dir / name, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(text)
-
-    def _probe_engine(self, url: str) -> EngineInfo:
+    @contextlib.contextmanager
+    def _trial_tls(self, tls: TlsPem | None) -> Iterator[Path | None]:
+        """The TLS files of an engine being added, in a private (0700) temporary directory that is removed
+        on the way out, whatever happens: they are only stored for good (_keep_tls) once the node is
+        accepted, so a refused `node add` leaves no key on disk. The directory is in the data directory's
+        tls/, on the same filesystem as their final place."""
+        if tls is None:
+            yield None
+            return
+        parent = secure_dir(self.settings.data_dir / "tls")
+        trial = Path(tempfile.mkdtemp(prefix=".trial-", dir=parent))  # mode 0700
         try:
-            engine = self._connect(url, min(self.settings.engine_timeout, 15.0))
+            for name, text in (("ca.pem", tls.ca), ("cert.pem", tls.cert), ("key.pem", tls.key)):
+                fd = os.open(trial / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(text)
+            yield trial
+        finally:
+            shutil.rmtree(trial, ignore_errors=True)
+
+    def _keep_tls(self, url: str, trial: Path) -> None:
+        """Move the tried TLS files of an accepted engine to their place (each replaced atomically)."""
+        tls_dir = secure_dir(self._tls_dir(url))
+        for name in ("ca.pem", "cert.pem", "key.pem"):
+            os.replace(trial / name, tls_dir / name)
+
+    def _probe_engine(self, url: str, tls_dir: Path | None = None) -> EngineInfo:
+        try:
+            engine = self._connect(url, min(self.settings.engine_timeout, 15.0), tls_dir)
         except EngineError as exc:
             raise ManagerError(502, f"cannot reach engine {url}: {exc}") from None
         try:
@@ -348,47 +376,70 @@ class Manager:
                 raise ManagerError(400, str(exc)) from None
             except HostError as exc:
                 raise ManagerError(403 if "pinned" in str(exc) else 502, str(exc)) from None
-        if tls is not None:
-            if parsed.scheme != "tcp":
-                raise ManagerError(400, "TLS credentials only apply to tcp:// engines")
-            self._store_tls(engine_url, tls)
-        info = self._probe_engine(engine_url)
-        if expected_engine_id is not None and not hmac.compare_digest(info.id, expected_engine_id):
-            raise ManagerError(
-                403,
-                f"engine at {engine_url} is not the engine that asked to join (engine ID differs): "
-                "check --advertise-engine",
-            )
-        with self.lock:
-            for existing in self.nodes.values():
-                if existing.engine_id == info.id:
-                    if existing.status is NodeStatus.DOWN or existing.engine_url == engine_url:
-                        # A re-join of a known engine: refresh its address, keep its identity.
-                        existing.engine_url, existing.addr = engine_url, addr
-                        existing.role = role if not existing.leader else existing.role
-                        existing.updated_at = time.time()
-                        self.store.write(nodes=[existing])
-                        self._start_agent(existing)
-                        return existing, self.meta.get(f"node_secret_{existing.id}", "")
-                    raise ManagerError(409, f"engine {info.id[:12]} is already in the swarm as {existing.hostname}")
-            node = Node(
-                id=new_id(),
-                hostname=info.hostname,
-                engine_url=engine_url,
-                addr=addr,
-                role=role,
-                status=NodeStatus.READY,  # it just answered; the heartbeat takes over from here
-                engine_id=info.id,
-                engine_version=info.version,
-            )
-            secret = new_token("n")
-            self.store.write(nodes=[node], meta={f"node_secret_{node.id}": secret})
-            self.meta[f"node_secret_{node.id}"] = secret
-            self.nodes[node.id] = node
-            self._start_agent(node)
-            self._node_changed(node.id)
+        if tls is not None and parsed.scheme != "tcp":
+            raise ManagerError(400, "TLS credentials only apply to tcp:// engines")
+        with self._trial_tls(tls) as trial:
+            info = self._probe_engine(engine_url, trial)
+            if expected_engine_id is not None and not hmac.compare_digest(info.id, expected_engine_id):
+                raise ManagerError(
+                    403,
+                    f"engine at {engine_url} is not the engine that asked to join (engine ID differs): "
+                    "check --advertise-engine",
+                )
+            stale: NodeAgent | None = None
+            with self.lock:
+                node = self._registered(info)
+                if trial is not None:
+                    self._keep_tls(engine_url, trial)
+                if node is None:
+                    node = Node(
+                        id=new_id(),
+                        hostname=info.hostname,
+                        engine_url=engine_url,
+                        addr=addr,
+                        role=role,
+                        status=NodeStatus.READY,  # it just answered; the heartbeat takes over from here
+                        engine_id=info.id,
+                        engine_version=info.version,
+                    )
+                    secret = new_token("n")
+                    self.store.write(nodes=[node], meta={f"node_secret_{node.id}": secret})
+                    self.meta[f"node_secret_{node.id}"] = secret
+                    self.nodes[node.id] = node
+                else:
+                    # A re-join of a known engine: refresh its address, keep its identity.
+                    node.engine_url, node.addr = engine_url, addr
+                    node.role = role if not node.leader else node.role
+                    node.status_message = ""  # it left, but is back: the heartbeat may mark it Ready again
+                    node.updated_at = time.time()
+                    self.store.write(nodes=[node])
+                    secret = self.meta.get(f"node_secret_{node.id}", "")
+                    agent = self.agents.get(node.id)
+                    if agent is not None and agent.url != engine_url:
+                        stale = self.agents.pop(node.id)  # it pings the old URL
+                self._start_agent(node)
+                self._node_changed(node.id)
+        if stale is not None:
+            self._stop_agent(stale)
         self._notify()
         return node, secret
+
+    def _registered(self, info: EngineInfo) -> Node | None:
+        """The node of an engine being added that is known already (lock held), if it may re-join: only a
+        node that is Down (its engine unreachable, or it left the swarm) may. Else a 409, like docker's
+        "This node is already part of a swarm"; nothing is changed."""
+        for existing in self.nodes.values():
+            if existing.engine_id != info.id:
+                continue
+            if existing.status is NodeStatus.DOWN:
+                return existing
+            raise ManagerError(
+                409,
+                f"engine {info.id[:12]} is already in the swarm as {existing.hostname} "
+                f"(status {existing.status.value}): this node is already part of a swarm; to add it again, run "
+                f"`pyswarm swarm leave` on it first, or remove it with `pyswarm node rm --force {existing.hostname}`",
+            )
+        return None
 
     def find_node(self, ref: str) -> Node:
         with self.lock:
@@ -457,18 +508,94 @@ class Manager:
         self._notify()
 
     def node_left(self, node_id: str) -> None:
-        """A worker ran `swarm leave`: it stays listed, Down, as in swarm."""
+        """A worker ran `swarm leave`: it stays listed, Down, as in swarm, and its tasks are shut down and
+        replaced elsewhere. As docker's `swarm leave`, its task containers are removed from its engine
+        (best effort), then its agent is stopped. That runs in the background; the answer waits for it a
+        few seconds at most (the CLI gives up after 10)."""
         with self.lock:
             node = self.nodes.get(node_id)
             if node is None:
                 raise ManagerError(404, "node not found")
             agent = self.agents.pop(node_id, None)
-            node.status, node.status_message = NodeStatus.DOWN, "node left the swarm"
+            node.status, node.status_message = NodeStatus.DOWN, LEFT
             self.store.write(nodes=[node])
             self._node_changed(node_id)
+            for task_id in self.tasks_by_node.get(node_id, ()):
+                task = self.tasks.get(task_id)
+                if task is not None and task.desired_state is TaskState.RUNNING and not task.state.terminal:
+                    # Wanted down, not ended on its own: replaced at once, without the restart delay.
+                    task.desired_state, task.message, task.updated_at = TaskState.SHUTDOWN, LEFT, time.time()
+                    self._dirty_tasks.add(task.id)
+                    self._attention.add(task.id)
+                    self._dirty_services.add(task.service_id)
         if agent is not None:
-            self._stop_agent(agent)
+            agent.stop.set()  # no new engine job starts on it: no container is made behind the cleanup
+            cleanup = threading.Thread(
+                target=self._leave_engine, args=(agent, node.hostname), name=f"leave-{node_id[:8]}", daemon=True
+            )
+            cleanup.start()
+            cleanup.join(_LEAVE_WAIT)
         self._notify()
+
+    def _leave_engine(self, agent: NodeAgent, hostname: str) -> None:
+        """Remove the task containers of this cluster from a node that left, record their tasks as shut
+        down, then stop the node's agent."""
+        try:
+            deadline = time.monotonic() + self.settings.engine_timeout
+            while agent.busy and time.monotonic() < deadline:  # let a start in progress end (its container
+                time.sleep(0.02)  # is then listed below)
+            with self.lock:
+                self._apply_outcomes()  # what those starts made is on the tasks before the listing
+            try:
+                engine = self._connect(agent.url, self.settings.engine_timeout)
+            except EngineError as exc:
+                log.warning(_LEFT_UNREACHABLE, hostname, exc)
+                return
+            try:
+                self._remove_left_containers(agent.node_id, hostname, engine)
+            finally:
+                engine.close()
+        except Exception:
+            log.exception("cleaning up node %s after it left the swarm failed", hostname)
+        finally:
+            self._stop_agent(agent)
+
+    def _remove_left_containers(self, node_id: str, hostname: str, engine: Engine) -> None:
+        try:
+            containers = engine.containers(self.cluster_id)
+        except EngineError as exc:
+            log.warning(_LEFT_UNREACHABLE, hostname, exc)
+            return
+        removed = 0
+        for container in containers:
+            with self.lock:
+                task = self.tasks.get(container.task_id)
+                service = self.services.get(task.service_id) if task is not None else None
+            grace = int(service.spec.stop_grace_period) if service is not None else 10
+            try:
+                engine.remove(container.id, stop_timeout=grace)
+            except EngineError as exc:
+                log.warning(
+                    "node %s left the swarm: removing its container %s failed: %s", hostname, container.id[:12], exc
+                )
+                if isinstance(exc, EngineUnreachable):
+                    return
+                continue
+            removed += 1
+            with self.lock:
+                task = self.tasks.get(container.task_id)
+                if (
+                    task is not None
+                    and task.node_id == node_id
+                    and task.container_id == container.id
+                    and not task.state.terminal
+                    and task.id not in self._inflight
+                ):
+                    task.desired_state = TaskState.SHUTDOWN  # (node_left did, unless it was placed since)
+                    self._set_state(task, TaskState.SHUTDOWN, LEFT)
+                    self._dirty_services.add(task.service_id)
+            self._notify()
+        log.info("node %s left the swarm: %d of its task containers removed", hostname, removed)
 
     # --- services ----------------------------------------------------------------------------------
 
@@ -1164,7 +1291,7 @@ class Manager:
             node = self.nodes.get(agent.node_id)
             if node is None:
                 return
-            if node.status_message == "node left the swarm" and status is NodeStatus.READY:
+            if node.status_message == LEFT and status is NodeStatus.READY:
                 return
             changed = node.status is not status
             if changed:

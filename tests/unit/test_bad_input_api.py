@@ -466,12 +466,6 @@ def test_rotation_retires_the_old_join_token_at_once(tmp_path_factory: pytest.Te
         cluster.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: Manager.add_node takes an engine already in the swarm at the same URL for a re-join even "
-    "when that node is Ready: `node add` answers 201, rewrites the node (updated_at, and role: a manager is "
-    "demoted to worker) instead of a 409",
-)
 def test_adding_a_node_already_in_the_swarm_is_refused(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "data")
     try:
@@ -486,11 +480,6 @@ def test_adding_a_node_already_in_the_swarm_is_refused(tmp_path: Path) -> None:
         cluster.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: Manager.add_node stores a tcp:// engine's TLS files (the client key too) before it probes "
-    "the engine, and leaves them when the probe fails",
-)
 def test_a_refused_node_add_leaves_no_tls_key_on_disk(cluster: Cluster) -> None:
     data_dir = cluster.manager.settings.data_dir
     response = http(cluster, "client").post("/nodes", json={"engine_url": "tcp://10.0.0.9:2376", "tls": TLS})
