@@ -135,6 +135,8 @@ class DockerEngine:
         except Exception as exc:  # paramiko raises many kinds: unknown host key, auth, socket
             raise EngineUnreachable(_ssh_message(exc, url)) from None
         self.api = self.client.api
+        if parsed.scheme != "tcp":
+            _one_pool_per_engine(self.api)
 
     def info(self) -> EngineInfo:
         data = self._call(self.api.info)
@@ -254,6 +256,15 @@ def _check_reachable(host: str, port: int, timeout: float) -> None:
             pass
     except OSError as exc:
         raise EngineUnreachable(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+
+
+def _one_pool_per_engine(api: docker.APIClient) -> None:
+    """docker-py's ssh:// and unix:// adapters key their connection pools by the full request URL, so
+    every new container path opens a new connection: over SSH, a new channel and a new `docker system
+    dial-stdio` process on the node (most of the lab's CPU in a scale-up). Key them all by the engine."""
+    adapter = api.get_adapter(api.base_url)
+    per_url = adapter.get_connection
+    adapter.get_connection = lambda url, proxies=None: per_url(api.base_url, proxies)
 
 
 def _ssh_message(exc: Exception, url: str) -> str:
