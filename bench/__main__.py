@@ -63,8 +63,13 @@ def _idle(options: argparse.Namespace, console: Console) -> int:
         console.print(f"[bold]idle[/] {scenario}: manager pid {pid}, {options.duration:.0f} s window")
         runs = [idle.measure_pid(pid, options.duration, scenario, pid_file.parent if pid_file else None)]
     else:
-        args = idle.IdleArgs(nodes=options.nodes, tasks=options.tasks, services=options.services,
-                             duration=options.duration, settle=options.settle)
+        args = idle.IdleArgs(
+            nodes=options.nodes,
+            tasks=options.tasks,
+            services=options.services,
+            duration=options.duration,
+            settle=options.settle,
+        )
         console.print(f"[bold]idle[/] in process: {args.nodes} nodes, {args.tasks} tasks, {args.duration:.0f} s window")
         runs = [run_child("idle", args.__dict__, timeout=args.duration + args.timeout + 60)]
     for run in runs:
@@ -73,8 +78,9 @@ def _idle(options: argparse.Namespace, console: Console) -> int:
     return _report("idle", "Idle cost (manager CPU while nothing changes)", runs, idle.figures, options, console)
 
 
-def _report(kind: str, title: str, runs: list[dict[str, Any]], figures: Any, options: argparse.Namespace,
-            console: Console) -> int:
+def _report(
+    kind: str, title: str, runs: list[dict[str, Any]], figures: Any, options: argparse.Namespace, console: Console
+) -> int:
     render_table(title, runs, figures, console)
     path = write_json(kind, runs, options.json)
     console.print(f"raw figures: {path}")
@@ -99,8 +105,9 @@ def _run_child(kind: str, raw: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p_sim = sub.add_parser("sim", help="the control plane at scale, against simulated engines")

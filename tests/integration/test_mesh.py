@@ -154,3 +154,36 @@ def test_network_ls_and_inspect_show_the_ingress(swarm: Swarm) -> None:
     inspect = swarm.cli("network", "inspect", "ingress").stdout
     assert '"8082/tcp"' in inspect and inspect.count("192.168.39.") >= 2
     swarm.cli("service", "rm", "seen")
+
+
+def test_host_mode_ports_answer_only_where_a_task_runs(swarm: Swarm) -> None:
+    """`--publish mode=host` bypasses the mesh: the node's own port goes to its own task only, so no node
+    holds two of them, and a node without one refuses the port."""
+    swarm.cli(
+        "service", "create", "--replicas", "2", "--name", "edge",
+        "--publish", "published=8090,target=80,mode=host", "nginx",
+    )  # fmt: skip
+    tasks = swarm.running_tasks("edge")
+    hosts = [t["node"] for t in tasks]
+    assert len(hosts) == 2 and len(set(hosts)) == 2, hosts
+    for task in tasks:
+        counts = swarm.http_counts(f"http://{swarm.addr(task['node'])}:8090/", 20)
+        assert set(counts) == {task["container_id"][:12]}, (task["node"], counts)
+    (spare,) = set(NODES) - set(hosts)
+    assert connect_refused(swarm.addr(spare), 8090)
+    for node in NODES:
+        assert "--dport 8090" not in "\n".join(line for line in swarm.rules(node).splitlines() if "PYSW" in line), (
+            f"the mesh publishes a host-mode port on {node}"
+        )
+
+    # A fourth task has no node left with port 8090 free: it waits, and says why.
+    swarm.cli("service", "update", "-d", "--replicas", "4", "edge")
+    wait_until(lambda: len(swarm.running_tasks("edge")) == 3, what="the third node's task")
+    wait_until(
+        lambda: [t["state"] for t in swarm.tasks("edge") if t["state"] != "running"] == ["pending"],
+        what="one pending task",
+    )
+    (pending,) = [t for t in swarm.tasks("edge") if t["state"] == "pending"]
+    assert "host-mode port already in use on 3 nodes" in pending["error"], pending
+    assert [len(swarm.containers(n, "com.pyswarm.service.name=edge")) for n in NODES] == [1, 1, 1]
+    swarm.cli("service", "rm", "edge")
