@@ -839,7 +839,9 @@ class Manager:
                 if task.node_id:
                     self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
             for task_id in plan.delete:
-                if task_id in self._inflight or task_id in self._removing:
+                doomed = tasks.get(task_id)
+                # _removing holds container IDs: keep the task until its container is gone.
+                if task_id in self._inflight or (doomed is not None and doomed.container_id in self._removing):
                     continue
                 self._forget_task(tasks, task_id, deleted)
             self._service_wakes.pop(service_id, None)
