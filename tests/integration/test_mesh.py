@@ -91,12 +91,12 @@ def test_a_cut_node_leaves_the_other_nodes_rules(swarm: Swarm) -> None:
     try:
         swarm.lab.cut("node-03")
         wait_until(lambda: swarm.node_status()["node-03"] == "down", timeout=15, what="node-03 down")
-        wait_until(
-            lambda: f"--to-destination {cut_addr}:" not in swarm.rules("node-01"),
-            timeout=5,
-            what="node-03's endpoints out of node-01's rules",
-        )
-        assert f"--to-destination {cut_addr}:" not in swarm.rules("node-02")
+        for survivor in ("node-01", "node-02"):  # synced in parallel: one may finish a little after the other
+            wait_until(
+                lambda s=survivor: f"--to-destination {cut_addr}:" not in swarm.rules(s),
+                timeout=5,
+                what=f"node-03's endpoints out of {survivor}'s rules",
+            )
         counts = swarm.http_counts(f"http://{swarm.addr('node-01')}:8083/", 60)
         assert not [k for k in counts if k.startswith("error")], counts
     finally:
@@ -109,7 +109,8 @@ def test_rm_refuses_everywhere_and_leaves_no_rule(swarm: Swarm) -> None:
     swarm.cli("service", "rm", "web")
     for entry in NODES:
         wait_until(lambda e=entry: connect_refused(swarm.addr(e), 80), timeout=5, what=f"{entry} to refuse")
-        assert not our_chains(swarm.rules(entry)), entry
+        # The services of earlier tests were removed just before: their chains go within the same bound.
+        wait_until(lambda e=entry: not our_chains(swarm.rules(e)), timeout=5, what=f"no chain of ours on {entry}")
 
 
 def test_no_endpoints_means_refused_not_hanging(swarm: Swarm) -> None:
