@@ -206,7 +206,10 @@ def swarm() -> None:
     "--engine", "engine_url", default=None, help="This node's engine (default: DOCKER_HOST or the local socket)."
 )
 @click.option(
-    "--heartbeat", default="1s", show_default=True, help="Engine heartbeat period; a node is Down after 3 misses."
+    "--heartbeat",
+    default="500ms",
+    show_default=True,
+    help="Engine heartbeat period. A node is Down after 3 missed pings, or after 2 if its host also refuses TCP.",
 )
 def swarm_init(
     listen_addr: str, advertise_addr: str | None, availability: str, engine_url: str | None, heartbeat: str

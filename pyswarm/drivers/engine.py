@@ -32,6 +32,11 @@ class EngineUnreachable(EngineError):
     """The engine did not answer: the node is down or cut off."""
 
 
+class EngineHostUnreachable(EngineUnreachable):
+    """The engine's host accepts no TCP connection at all: off the network or powered off, not merely busy.
+    A kernel answers a connect whatever its processes' load, so this is a stronger sign than a slow reply."""
+
+
 class ImageNotFound(EngineError):
     """The image is not present on the engine (and no registry can be reached)."""
 
@@ -255,7 +260,7 @@ def _check_reachable(host: str, port: int, timeout: float) -> None:
         with socket.create_connection((host, port), timeout=timeout):
             pass
     except OSError as exc:
-        raise EngineUnreachable(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
+        raise EngineHostUnreachable(f"cannot reach {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _one_pool_per_engine(api: docker.APIClient) -> None:

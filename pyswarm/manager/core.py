@@ -39,6 +39,7 @@ from pyswarm.drivers.engine import (
     DockerEngine,
     Engine,
     EngineError,
+    EngineHostUnreachable,
     EngineUnreachable,
     ImageNotFound,
     TlsFiles,
@@ -113,8 +114,8 @@ class Settings:
     data_dir: Path
     advertise_addr: str = "127.0.0.1"
     listen_port: int = 2377
-    heartbeat: float = 1.0
-    heartbeat_misses: int = 3
+    heartbeat: float = 0.5
+    heartbeat_misses: int = 3  # or 2 when the second is a host that refuses TCP (see _ping_one)
     resync_interval: float = 10.0
     history_limit: int = 5
     per_node_parallelism: int = 8  # below sshd's MaxSessions
@@ -126,7 +127,8 @@ EngineFactory = Callable[[str, float], Engine]
 
 
 def docker_engine_factory(url: str, timeout: float, tls: TlsFiles | None = None) -> Engine:
-    return DockerEngine(url, timeout=timeout, tls=tls, connect_timeout=min(3.0, max(timeout, 0.5)))
+    # A LAN host's kernel accepts a TCP connect in milliseconds, however loaded: half the request timeout.
+    return DockerEngine(url, timeout=timeout, tls=tls, connect_timeout=min(3.0, max(timeout / 2, 0.5)))
 
 
 @dataclass(frozen=True)
@@ -1266,16 +1268,19 @@ class Manager:
     def _ping_one(self, agent: NodeAgent, period: float) -> None:
         try:
             if agent.heartbeat_engine is None:
-                # A loaded dockerd (dozens of starts on 2 cores) can take over a second to answer a ping:
+                # A loaded dockerd (dozens of starts on 2 cores) can take about a second to answer a ping:
                 # that is a slow engine, not a dead one, so a ping gets more than one period.
-                agent.heartbeat_engine = self._connect(agent.url, max(1.5 * period, 2.0))
+                agent.heartbeat_engine = self._connect(agent.url, max(1.5 * period, 1.0))
             agent.heartbeat_engine.ping()
         except EngineError as exc:
             engine, agent.heartbeat_engine = agent.heartbeat_engine, None
             if engine is not None:
                 engine.close()
             agent.misses += 1
-            if agent.misses >= self.settings.heartbeat_misses:
+            # A missed ping, then a host that refuses TCP (the reconnect's first step, at once): Down
+            # without a third miss. A slow engine still gets heartbeat_misses tries.
+            host_gone = isinstance(exc, EngineHostUnreachable) and agent.misses >= 2
+            if agent.misses >= self.settings.heartbeat_misses or host_gone:
                 self._mark_node(agent, NodeStatus.DOWN, f"heartbeat failure: {exc}")
             return
         agent.misses = 0
