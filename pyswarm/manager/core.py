@@ -83,10 +83,24 @@ RESERVED_PORTS = frozenset({22})
 EPHEMERAL_PORTS = range(32768, 61000)
 
 
+_ID_LENGTH = 25
+_IDS_PER_READ = 256
+_ids: list[str] = []  # made ahead, from one urandom read: a pass makes an id per new task
+os.register_at_fork(after_in_child=_ids.clear)  # a forked child must not hand out its parent's ids
+
+
 def new_id() -> str:
     """25 lowercase alphanumerics, like swarm's object IDs: one random byte each, about 129 bits in all.
-    (One urandom call and one translate, not a call per character: a pass makes an id per new task.)"""
-    return os.urandom(25).translate(_ID_BYTES).decode()
+    (One urandom call and one translate per 256 ids; list.pop is atomic, so no id is handed out twice.)"""
+    try:
+        return _ids.pop()
+    except IndexError:
+        pass
+    chars = os.urandom(_ID_LENGTH * _IDS_PER_READ).translate(_ID_BYTES).decode()
+    fresh = [chars[i : i + _ID_LENGTH] for i in range(0, len(chars), _ID_LENGTH)]
+    mine = fresh.pop()
+    _ids.extend(fresh)
+    return mine
 
 
 def new_token(kind: str) -> str:
@@ -958,12 +972,16 @@ class Manager:
     ) -> None:
         attention, self._attention = self._attention, set()
         busy_slots: dict[str, set[tuple[int, str]]] = {}
+        now = time.time()
+        dirty, tasks, inflight = self._dirty_tasks, self.tasks, self._inflight
+        # Whether each node takes engine actions: the same for all its tasks in this pass (lock held).
+        agents = self.agents
+        ready_nodes = {node_id for node_id, node in self.nodes.items() if node.ready and node_id in agents}
         for task_id in attention:
-            task = self.tasks.get(task_id)
-            if task is None or task.id in self._inflight:
+            task = tasks.get(task_id)
+            if task is None or task_id in inflight:
                 continue  # an in-flight task gets attention again when its action ends
-            node = self.nodes.get(task.node_id)
-            ready = node is not None and node.ready and task.node_id in self.agents
+            ready = task.node_id in ready_nodes
             if task.desired_state is TaskState.RUNNING and task.service_id not in self.services:
                 task.desired_state = TaskState.SHUTDOWN
             if task.desired_state is TaskState.RUNNING:
@@ -972,7 +990,11 @@ class Manager:
                     continue
                 if task.state is TaskState.ASSIGNED and ready:
                     self._inflight.add(task.id)
-                    self._set_state(task, TaskState.PREPARING, "preparing")
+                    # _set_state, but not back into _attention: an in-flight task gets it when its start ends.
+                    task.state = TaskState.PREPARING
+                    task.message = "preparing"
+                    task.state_changed_at = task.updated_at = now
+                    dirty.add(task.id)
                     starts.append((task, self.services[task.service_id]))
                 continue
             if task.state.terminal:
@@ -1122,6 +1144,7 @@ class Manager:
         """Record what happened to tasks being started, in order (lock held)."""
         outcomes = [self._outcomes.popleft() for _ in range(len(self._outcomes))]
         last = {outcome[0].id: position for position, outcome in enumerate(outcomes)}
+        now = time.time()
         for position, (task, state, message, info, done) in enumerate(outcomes):
             if state is TaskState.STARTING and last[task.id] != position:
                 continue  # it started meanwhile: only its latest state is worth recording
@@ -1137,7 +1160,7 @@ class Manager:
                 if state in (TaskState.REJECTED, TaskState.FAILED):
                     task.error = message
                 if task.state is not TaskState.FAILED or state is TaskState.RUNNING:
-                    self._set_state(task, state, message)
+                    self._set_state(task, state, message, now)
                 # A task that starts as planned changes no plan, except that of a rolling update waiting for it.
                 if state is not TaskState.STARTING and (
                     state is not TaskState.RUNNING or task.service_id in self._updating

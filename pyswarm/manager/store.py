@@ -102,13 +102,20 @@ def task_row(t: Task) -> TaskRow:
 
 
 _PLAIN_KEY = re.compile(r"[0-9A-Za-z/._-]+")
+_plain_keys: set[str] = set()  # keys seen to match _PLAIN_KEY ("80/tcp": a service's few ports)
 
 
 def _ports_json(ports: dict[str, int]) -> str:
     """JSON of {"80/tcp": 32768, ...}, without json.dumps' overhead for the plain keys engines use."""
-    if all(_PLAIN_KEY.fullmatch(key) for key in ports):
-        return "{" + ",".join(f'"{key}":{int(port)}' for key, port in ports.items()) + "}"
-    return json.dumps(ports, separators=(",", ":"))
+    parts = []
+    for key, port in ports.items():
+        if key not in _plain_keys:
+            if not _PLAIN_KEY.fullmatch(key):
+                return json.dumps(ports, separators=(",", ":"))
+            if len(_plain_keys) < 65536:
+                _plain_keys.add(key)
+        parts.append(f'"{key}":{int(port)}')
+    return "{" + ",".join(parts) + "}"
 
 
 def task_from_row(row: TaskRow) -> Task:
@@ -165,12 +172,17 @@ class Store:
         elif stat.S_IMODE(self.path.stat().st_mode) & 0o077:
             os.chmod(self.path, 0o600)
         self._lock = threading.Lock()
+        # Writers of single changes (API calls, under the manager's lock) waiting for _lock: the background
+        # task writer lets them in between its parts. Python's locks are not fair: a thread that releases a
+        # lock and takes it again at once keeps it, so an API call could wait for a whole batch of parts.
+        self._urgent = 0
+        self._turn = threading.Condition(threading.Lock())
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             # SQLite allows 32766 bound variables per statement (999 before 3.32): 16 per task row.
-            self._rows_per_statement = max(1, min(1024, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 16))
+            self._rows_per_statement = max(1, min(2048, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 16))
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -254,6 +266,26 @@ class Store:
         node_rows = [(n.id, json.dumps(node_to_dict(n))) for n in nodes]
         service_rows = [(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services]
         task_rows = [task_row(t) for t in tasks]
+        with self._turn:
+            self._urgent += 1
+        try:
+            self._write(meta, node_rows, service_rows, task_rows, delete_nodes, delete_services, delete_tasks)
+        finally:
+            with self._turn:
+                self._urgent -= 1
+                if not self._urgent:
+                    self._turn.notify_all()
+
+    def _write(
+        self,
+        meta: dict[str, str] | None,
+        node_rows: list[tuple[str, str]],
+        service_rows: list[tuple[str, str, str]],
+        task_rows: list[TaskRow],
+        delete_nodes: Iterable[str],
+        delete_services: Iterable[str],
+        delete_tasks: Iterable[str],
+    ) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -279,6 +311,9 @@ class Store:
         """Upsert task rows (made by task_row) and delete tasks, in transactions of at most `part` rows:
         other writers wait for one part at most. For a writer that batches task changes in the background."""
         for start in range(0, max(len(rows), 1), part):
+            if self._urgent:  # an API call waits for the file: it goes first (read without the lock: a hint)
+                with self._turn:
+                    self._turn.wait_for(lambda: not self._urgent, timeout=0.5)
             with self._lock:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
