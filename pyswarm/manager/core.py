@@ -1167,7 +1167,17 @@ class Manager:
                 ):
                     self._dirty_services.add(task.service_id)
             if done:
-                self._action_done(task.id)
+                self._inflight.discard(task.id)
+                if (
+                    task.state is TaskState.RUNNING
+                    and task.desired_state is TaskState.RUNNING
+                    and task.service_id in self.services
+                ):
+                    # Running as wanted: a pass has nothing to do for it (see _collect_actions), so it is not
+                    # looked at again unless something else changes (its service, node or desired state).
+                    self._attention.discard(task.id)
+                else:
+                    self._attention.add(task.id)
 
     def _remove_container(self, node_id: str, container_id: str, task_id: str) -> None:
         agent = self.agents.get(node_id)
