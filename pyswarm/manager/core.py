@@ -947,8 +947,9 @@ class Manager:
         if not pending:
             return
         # Stopping tasks still hold their host ports until their container is gone.
+        # (._terminal: .terminal without a property call per task; this reads every task of the cluster)
         placed = [
-            t for t in self.tasks.values() if t.node_id and not t.state.terminal and t.state is not TaskState.PENDING
+            t for t in self.tasks.values() if t.node_id and not t.state._terminal and t.state is not TaskState.PENDING
         ]
         result = schedule(pending, self.services, list(self.nodes.values()), placed)
         for task_id, node_id in result.assignments.items():

@@ -136,18 +136,22 @@ class _ClusterState:
             if idx is not None and failures >= FAILURE_THRESHOLD:
                 self.penalised.setdefault(service_id, set()).add(idx)
 
+        # The one loop over every placed task (a pass over the cluster): kept tight, with locals.
+        index, total, service_counts, running = self.index, self.total, self.service_counts, TaskState.RUNNING
+        ports_by_service = {sid: ports for sid, service in services.items() if (ports := self.ports_of(service))}
         for task in placed:
-            idx = self.index.get(task.node_id)
-            if idx is None or task.state.terminal:
+            idx = index.get(task.node_id)
+            if idx is None or task.state._terminal:  # .terminal, without a property call per task
                 continue
-            if task.desired_state is TaskState.RUNNING:
-                self.total[idx] += 1
-                counts = self.service_counts.setdefault(task.service_id, {})
+            if task.desired_state is running:
+                total[idx] += 1
+                counts = service_counts.get(task.service_id)
+                if counts is None:
+                    counts = service_counts[task.service_id] = {}
                 counts[idx] = counts.get(idx, 0) + 1
-            service = services.get(task.service_id)
             # A task being stopped still binds its ports until its container is gone.
-            if service is not None and (ports := self.ports_of(service)):
-                self.used_ports.setdefault(idx, set()).update(ports)
+            if ports_by_service and (bound := ports_by_service.get(task.service_id)):
+                self.used_ports.setdefault(idx, set()).update(bound)
 
     # --- filters --------------------------------------------------------------------------------
 
