@@ -23,6 +23,9 @@ import requests.exceptions
 
 from pyswarm.model import LABEL_CLUSTER_ID, ContainerInfo, ContainerSpec, EngineInfo
 
+# The container events the manager acts on: the engines send no others (one stream per node, over SSH).
+WATCHED_EVENTS = ("die", "destroy", "oom")
+
 
 class EngineError(Exception):
     """An engine refused or failed a request."""
@@ -65,7 +68,10 @@ class Engine(Protocol):
     def containers(self, cluster_id: str) -> list[ContainerInfo]: ...
     def run(self, spec: ContainerSpec) -> ContainerInfo: ...
     def remove(self, container_id: str, stop_timeout: int = 10) -> None: ...
-    def events(self, cluster_id: str, since: float | None) -> Iterator[ContainerEvent]: ...
+    def events(self, cluster_id: str, since: float | None) -> Iterator[ContainerEvent]:
+        """The cluster's container events the manager acts on (WATCHED_EVENTS), from since on."""
+        ...
+
     def logs(self, container_id: str, tail: int | None, follow: bool) -> Iterator[bytes]: ...
     def close(self) -> None: ...
 
@@ -209,7 +215,7 @@ class DockerEngine:
             self._call(self.api.remove_container, container_id, force=True)
 
     def events(self, cluster_id: str, since: float | None) -> Iterator[ContainerEvent]:
-        filters = {"type": "container", "label": [f"{LABEL_CLUSTER_ID}={cluster_id}"]}
+        filters = {"type": "container", "event": list(WATCHED_EVENTS), "label": [f"{LABEL_CLUSTER_ID}={cluster_id}"]}
         stream = self._call(self.api.events, since=since, filters=filters, decode=True)
         try:
             for raw in stream:
@@ -466,6 +472,8 @@ class MemoryEngine:
             raise EngineUnreachable(f"{self.url}: unreachable (simulated)")
 
     def _emit(self, action: str, container: ContainerInfo, exit_code: int | None = None) -> None:
+        if action not in WATCHED_EVENTS:
+            return  # filtered, as DockerEngine.events asks the engine to
         event = ContainerEvent(action, container.id, dict(container.labels), exit_code, time.time())
         with self._lock:
             for inbox in self._subscribers:
