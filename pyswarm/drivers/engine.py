@@ -65,6 +65,10 @@ class Engine(Protocol):
 
     def info(self) -> EngineInfo: ...
     def ping(self) -> None: ...
+    def check_host(self, timeout: float) -> None:
+        """Raise EngineHostUnreachable unless the engine's host accepts a TCP connection within timeout."""
+        ...
+
     def containers(self, cluster_id: str) -> list[ContainerInfo]: ...
     def run(self, spec: ContainerSpec) -> ContainerInfo: ...
     def remove(self, container_id: str, stop_timeout: int = 10) -> None: ...
@@ -119,10 +123,12 @@ class DockerEngine:
         self.url = url
         self._timeout = timeout
         parsed = urllib.parse.urlparse(url)
+        self._host_port: tuple[str, int] | None = None
         # docker-py's SSH constructor has no timeout: check the port answers first, so a dead node fails fast.
         if parsed.scheme in ("ssh", "tcp"):
             default_port = 22 if parsed.scheme == "ssh" else 2376
-            _check_reachable(parsed.hostname or "", parsed.port or default_port, connect_timeout)
+            self._host_port = (parsed.hostname or "", parsed.port or default_port)
+            _check_reachable(*self._host_port, connect_timeout)
         try:
             if parsed.scheme == "tcp" and tls is not None:
                 tls_config = docker.tls.TLSConfig(client_cert=(tls.cert, tls.key), ca_cert=tls.ca, verify=True)
@@ -163,6 +169,10 @@ class DockerEngine:
 
     def ping(self) -> None:
         self._call(self.api.ping)
+
+    def check_host(self, timeout: float) -> None:
+        if self._host_port is not None:  # a unix socket has no host to lose
+            _check_reachable(*self._host_port, timeout)
 
     def containers(self, cluster_id: str) -> list[ContainerInfo]:
         rows = self._call(self.api.containers, all=True, filters={"label": f"{LABEL_CLUSTER_ID}={cluster_id}"})
@@ -359,7 +369,8 @@ class MemoryEngineState:
 
     images: set[str] = field(default_factory=lambda: {"nginx:latest", "nginx"})
     containers: dict[str, ContainerInfo] = field(default_factory=dict)
-    down: bool = False
+    down: bool = False  # the engine does not answer
+    host_down: bool = False  # nor does its host accept TCP (check_host)
     run_delay: float = 0.0
     fail_runs: int = 0  # make the next N runs fail, as a flaky engine would
 
@@ -388,6 +399,10 @@ class MemoryEngine:
 
     def ping(self) -> None:
         self._check_up()
+
+    def check_host(self, timeout: float) -> None:
+        if self.state.host_down:
+            raise EngineHostUnreachable(f"{self.url}: host unreachable (simulated)")
 
     def containers(self, cluster_id: str) -> list[ContainerInfo]:
         self._check_up()

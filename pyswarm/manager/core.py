@@ -179,6 +179,7 @@ class NodeAgent:
     last_event_time: float | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     last_resync: float = 0.0
+    probed_ping: float = 0.0  # the start of the last unanswered ping whose host was checked
 
 
 class Manager:
@@ -239,6 +240,7 @@ class Manager:
         self._writer = threading.Thread(target=self._write_loop, name="store", daemon=True)
         self._writer.start()
         self._pings = ThreadPoolExecutor(16, thread_name_prefix="ping")
+        self._pings_in_flight: dict[str, tuple[float, NodeAgent]] = {}  # node id -> (when the ping began, agent)
         self._beats: list[tuple[float, int, NodeAgent]] = []  # heap of (due, tiebreak, agent)
         self._beats_changed = threading.Condition(threading.Lock())
         self._beat_counter = 0
@@ -1259,8 +1261,11 @@ class Manager:
         """One thread for every node's heartbeat: it hands the pings that are due to the ping pool, in
         batches (a ping is I/O; healthy nodes answer fast, so a batch goes one after another; a node that
         just failed gets a batch of its own, so that its timeouts delay no other node)."""
+        period = self.settings.heartbeat
         while not self._stopping.is_set():
             due: list[NodeAgent] = []
+            if self._pings_in_flight:
+                self._check_slow_pings(period)
             with self._beats_changed:
                 now = time.monotonic()
                 while self._beats and self._beats[0][0] <= now:
@@ -1268,7 +1273,9 @@ class Manager:
                     if not agent.stop.is_set():
                         due.append(agent)
                 if not due:
-                    timeout = self._beats[0][0] - now if self._beats else None
+                    # Wake at least 4 times a period: a batch just handed over may hang on its first ping
+                    # (see _check_slow_pings) before the next beat is due, or before any is queued.
+                    timeout = min(self._beats[0][0] - now, period / 4) if self._beats else period / 4
                     self._beats_changed.wait(timeout)
                     continue
             healthy = [a for a in due if not a.misses]
@@ -1285,10 +1292,13 @@ class Manager:
         beats = []
         for agent in agents:
             began = time.monotonic()
+            self._pings_in_flight[agent.node_id] = (began, agent)
             try:
                 self._ping_one(agent, period)
             except Exception:
                 log.exception("heartbeat of node %s failed", agent.node_id[:12])
+            finally:
+                self._pings_in_flight.pop(agent.node_id, None)
             if not agent.stop.is_set():
                 beats.append((began + period, agent))
         with self._beats_changed:  # the batch's next beats in one go: the ping threads share this lock
@@ -1298,6 +1308,31 @@ class Manager:
                 heapq.heappush(self._beats, (at, self._beat_counter, agent))
             if self._beats and self._beats[0][0] != first:
                 self._beats_changed.notify()
+
+    def _check_slow_pings(self, period: float) -> None:
+        """A ping unanswered for a period gets its host checked, once, while it still waits: a host that
+        refuses TCP then is gone (cut off, powered off), and its node is Down without waiting for the ping's
+        timeout. A busy dockerd's host still accepts TCP, so a slow engine is not marked Down by this."""
+        now = time.monotonic()
+        for began, agent in list(self._pings_in_flight.values()):
+            if now - began >= period and agent.probed_ping != began:
+                agent.probed_ping = began
+                with contextlib.suppress(RuntimeError):  # shut down
+                    self._pings.submit(self._check_host, agent, began, min(period, 0.5))
+
+    def _check_host(self, agent: NodeAgent, began: float, timeout: float) -> None:
+        engine = agent.heartbeat_engine
+        if engine is None:
+            return  # reconnecting: the reconnect checks the host itself
+        try:
+            engine.check_host(timeout)
+        except EngineHostUnreachable as exc:
+            in_flight = self._pings_in_flight.get(agent.node_id)
+            if in_flight is not None and in_flight[0] == began:  # that ping is still unanswered
+                waited = time.monotonic() - began
+                self._mark_node(agent, NodeStatus.DOWN, f"heartbeat failure: no answer for {waited:.1f}s, {exc}")
+        except EngineError:
+            pass  # not a verdict on the host: the ping decides
 
     def _ping_one(self, agent: NodeAgent, period: float) -> None:
         try:

@@ -23,11 +23,19 @@ class CountingEngine(MemoryEngine):
         super().__init__(url, hostname=hostname)
         self.pings = 0
         self.count_lock = lock  # a ping is counted and judged in one step: no ping straddles a fault's start
+        self.slow = False
+        self.ping_waiting = threading.Event()
+        self.release = threading.Event()
 
     def ping(self) -> None:
         with self.count_lock:
             self.pings += 1
-            super().ping()
+            if not self.slow:
+                super().ping()
+                return
+        # A slow answer: it comes when the test releases it (no timeout here: none is needed to decide).
+        self.ping_waiting.set()
+        assert self.release.wait(10), "the test never released the ping"
 
 
 class Fleet:
@@ -97,3 +105,47 @@ def test_an_engine_that_stops_answering_is_down_after_three_missed_pings(fleet: 
 def test_a_host_that_refuses_tcp_after_a_missed_ping_is_down_at_once(fleet: tuple[Fleet, Manager]) -> None:
     pings, connects = fail_worker_and_wait_down(*fleet, host_refuses_tcp=True)
     assert (pings, connects) == (1, 1)  # the missed ping, then the refused connect: no third try
+
+
+def slow_ping_on_worker(fleet: Fleet, manager: Manager, host_down: bool) -> CountingEngine:
+    """The worker's next ping waits until released; with host_down its host refuses TCP meanwhile."""
+    worker = fleet.engines[WORKER_URL]
+    deadline = time.monotonic() + 5
+    while worker.pings < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker_status(manager) is NodeStatus.READY
+    with fleet.lock:
+        worker.slow = True
+        worker.state.host_down = host_down
+    assert worker.ping_waiting.wait(5), "no ping reached the worker"
+    return worker
+
+
+def test_an_unanswered_ping_whose_host_refuses_tcp_is_down_before_the_ping_ends(
+    fleet: tuple[Fleet, Manager],
+) -> None:
+    worker = slow_ping_on_worker(*fleet, host_down=True)
+    try:
+        deadline = time.monotonic() + 5
+        while worker_status(fleet[1]) is not NodeStatus.DOWN:
+            assert time.monotonic() < deadline, "the worker never went Down while its ping hung"
+            time.sleep(0.005)
+        assert not worker.release.is_set()  # the ping is still unanswered: the host check decided
+        message = next(n.status_message for n in fleet[1].nodes.values() if n.hostname == "node-02")
+        assert "host unreachable" in message, message
+    finally:
+        worker.release.set()
+
+
+def test_a_slow_ping_whose_host_accepts_tcp_leaves_the_node_ready(fleet: tuple[Fleet, Manager]) -> None:
+    manager = fleet[1]
+    worker = slow_ping_on_worker(*fleet, host_down=False)
+    try:
+        until = time.monotonic() + 20 * manager.settings.heartbeat  # twenty periods without an answer
+        while time.monotonic() < until:
+            assert worker_status(manager) is NodeStatus.READY  # a busy engine is not a dead host
+            time.sleep(0.005)
+    finally:
+        worker.slow = False
+        worker.release.set()
+    assert worker_status(manager) is NodeStatus.READY
