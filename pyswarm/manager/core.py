@@ -1337,9 +1337,11 @@ class Manager:
     def _ping_one(self, agent: NodeAgent, period: float) -> None:
         try:
             if agent.heartbeat_engine is None:
-                # A loaded dockerd (dozens of starts on 2 cores) can take about a second to answer a ping:
-                # that is a slow engine, not a dead one, so a ping gets more than one period.
-                agent.heartbeat_engine = self._connect(agent.url, max(1.5 * period, 1.0))
+                # A loaded dockerd (dozens of starts on 2 cores) can take over a second to answer a ping:
+                # that is a slow engine, not a dead one, so a ping gets 2 s at least (with 1 s, three slow
+                # answers in a row marked busy nodes Down in the SIGKILL trials). A cut-off host is found
+                # sooner, while its ping waits: see _check_slow_pings.
+                agent.heartbeat_engine = self._connect(agent.url, max(1.5 * period, 2.0))
             agent.heartbeat_engine.ping()
         except EngineError as exc:
             engine, agent.heartbeat_engine = agent.heartbeat_engine, None
