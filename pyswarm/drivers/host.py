@@ -182,9 +182,10 @@ class PinnedHostKey(paramiko.MissingHostKeyPolicy):
 
 def trust_pinned_host_key(
     host: str, port: int, fingerprint: str, known_hosts: Path | None = None, timeout: float = 5.0
-) -> bool:
+) -> str | None:
     """Fetch host's SSH key, check it is the pinned one, and record it in known_hosts, so that every SSH
-    client of the manager (docker-py's RejectPolicy included) trusts exactly that key. True if recorded now."""
+    client of the manager (docker-py's RejectPolicy included) trusts exactly that key. Returns the line it
+    appended, or None when the key was known already."""
     policy = PinnedHostKey(fingerprint)  # validates the fingerprint's form
     import socket
 
@@ -207,13 +208,34 @@ def trust_pinned_host_key(
     if known_hosts.exists():
         known.load(str(known_hosts))
         if known.check(entry, key):
-            return False
+            return None
     known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    line = f"{entry} {key.get_name()} {key.get_base64()}"
     # Appended, not HostKeys.save(): that would rewrite the file and drop its comments.
     with open(known_hosts, "a") as handle:
-        handle.write(f"{entry} {key.get_name()} {key.get_base64()}\n")
+        handle.write(line + "\n")
     os.chmod(known_hosts, 0o600)
-    return True
+    return line
+
+
+def forget_host_key(line: str, known_hosts: Path | None = None) -> None:
+    """Take back a line trust_pinned_host_key appended (its last occurrence): a refused join leaves
+    known_hosts as it found it. Every other line, comments included, stays as it is."""
+    known_hosts = known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
+    if not known_hosts.exists():
+        return
+    lines = known_hosts.read_text().splitlines(keepends=True)
+    for index in range(len(lines) - 1, -1, -1):
+        if lines[index].rstrip("\n") == line:
+            del lines[index]
+            break
+    else:
+        return
+    temporary = known_hosts.with_name(known_hosts.name + ".pyswarm-tmp")
+    fd = os.open(temporary, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.writelines(lines)
+    os.replace(temporary, known_hosts)
 
 
 def _permanent(exc: BaseException) -> bool:

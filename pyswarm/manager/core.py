@@ -44,7 +44,7 @@ from pyswarm.drivers.engine import (
     ImageNotFound,
     TlsFiles,
 )
-from pyswarm.drivers.host import HostError, trust_pinned_host_key
+from pyswarm.drivers.host import HostError, forget_host_key, trust_pinned_host_key
 from pyswarm.manager.store import Store, TaskRow, secure_dir, task_row
 from pyswarm.model import (
     LABEL_TASK_ID,
@@ -385,15 +385,28 @@ class Manager:
                 f"engine {engine_url} is tcp:// without TLS: give its CA, certificate and key, "
                 "or --insecure-tcp to accept an unauthenticated engine",
             )
+        pinned_line: str | None = None
         if ssh_fingerprint:
             if parsed.scheme != "ssh":
                 raise ManagerError(400, "an SSH host key fingerprint only applies to ssh:// engines")
             try:
-                trust_pinned_host_key(parsed.hostname or "", parsed.port or 22, ssh_fingerprint)
+                pinned_line = trust_pinned_host_key(parsed.hostname or "", parsed.port or 22, ssh_fingerprint)
             except ValueError as exc:
                 raise ManagerError(400, str(exc)) from None
             except HostError as exc:
                 raise ManagerError(403 if "pinned" in str(exc) else 502, str(exc)) from None
+        try:
+            return self._register_engine(engine_url, addr, expected_engine_id, role, tls)
+        except BaseException:
+            if pinned_line is not None:
+                forget_host_key(pinned_line)  # refused: known_hosts as it was
+            raise
+
+    def _register_engine(
+        self, engine_url: str, addr: str, expected_engine_id: str | None, role: NodeRole, tls: TlsPem | None
+    ) -> tuple[Node, str]:
+        """add_node once the engine's host key is trusted: probe the engine and record its node."""
+        parsed = urllib.parse.urlparse(engine_url)
         if tls is not None and parsed.scheme != "tcp":
             raise ManagerError(400, "TLS credentials only apply to tcp:// engines")
         with self._trial_tls(tls) as trial:

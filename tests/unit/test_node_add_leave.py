@@ -13,6 +13,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from pyswarm.drivers.engine import Engine, EngineUnreachable, MemoryEngine, TlsFiles
+from pyswarm.drivers.host import forget_host_key
+from pyswarm.manager import core
 from pyswarm.manager.api import create_app
 from pyswarm.manager.core import ManagerError, TlsPem
 from pyswarm.model import LABEL_CLUSTER_ID, Node, NodeStatus, TaskState
@@ -195,3 +197,47 @@ def test_leave_with_an_unreachable_engine_says_so_and_still_takes_the_node_out(
     assert node(cluster, "node-02").status is NodeStatus.DOWN
     assert leaving.id not in cluster.manager.agents
     assert cluster_containers(worker, cluster)  # still there: nothing could remove them
+
+
+# --- a pinned SSH host key -------------------------------------------------------------------------------
+
+FINGERPRINT = "SHA256:" + "A" * 43
+
+
+def test_a_refused_add_takes_back_the_pinned_host_key_it_recorded(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`join --ssh-fingerprint` records the host key before the probe; a refusal (here: the engine is not the
+    one that asked to join) must leave known_hosts as it was, comments and other hosts included."""
+    known_hosts = tmp_path / "known_hosts"
+    original = "# kept\n10.0.0.2 ssh-ed25519 AAAAother\n"
+    known_hosts.write_text(original)
+    appended = "10.0.0.4 ssh-ed25519 AAAApinned"
+
+    def record(host: str, port: int, fingerprint: str, *args: Any, **kwargs: Any) -> str:
+        with known_hosts.open("a") as handle:
+            handle.write(appended + "\n")
+        return appended
+
+    monkeypatch.setattr(core, "trust_pinned_host_key", record)
+    monkeypatch.setattr(core, "forget_host_key", lambda line: forget_host_key(line, known_hosts))
+    spare = cluster.engines["ssh://root@10.0.0.4"]
+    with pytest.raises(ManagerError) as refused:
+        cluster.manager.add_node(spare.url, "10.0.0.4", "not-this-engine", ssh_fingerprint=FINGERPRINT)
+    assert refused.value.status == 403
+    assert known_hosts.read_text() == original
+
+    # Accepted: the key stays recorded.
+    cluster.manager.add_node(spare.url, "10.0.0.4", spare.engine_id, ssh_fingerprint=FINGERPRINT)
+    assert known_hosts.read_text() == original + appended + "\n"
+
+
+def test_forget_host_key_removes_only_its_last_line(tmp_path: Path) -> None:
+    known_hosts = tmp_path / "known_hosts"
+    line = "[10.0.0.4]:2222 ssh-ed25519 AAAApinned"
+    known_hosts.write_text(f"# comment\n{line}\nother ssh-rsa AAAA\n{line}\n")
+    forget_host_key(line, known_hosts)
+    assert known_hosts.read_text() == f"# comment\n{line}\nother ssh-rsa AAAA\n"
+    assert stat.S_IMODE(known_hosts.stat().st_mode) == 0o600
+    forget_host_key("absent ssh-ed25519 AAAA", known_hosts)  # nothing to take back: unchanged
+    assert known_hosts.read_text() == f"# comment\n{line}\nother ssh-rsa AAAA\n"
