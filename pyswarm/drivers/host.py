@@ -180,6 +180,11 @@ class PinnedHostKey(paramiko.MissingHostKeyPolicy):
             )
 
 
+def _user_known_hosts() -> Path:
+    """The known_hosts file that every SSH client of the manager reads (docker-py's and paramiko's)."""
+    return Path(os.path.expanduser("~/.ssh/known_hosts"))
+
+
 def trust_pinned_host_key(
     host: str, port: int, fingerprint: str, known_hosts: Path | None = None, timeout: float = 5.0
 ) -> str | None:
@@ -189,7 +194,7 @@ def trust_pinned_host_key(
     policy = PinnedHostKey(fingerprint)  # validates the fingerprint's form
     import socket
 
-    known_hosts = known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
+    known_hosts = known_hosts or _user_known_hosts()
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
@@ -221,7 +226,7 @@ def trust_pinned_host_key(
 def forget_host_key(line: str, known_hosts: Path | None = None) -> None:
     """Take back a line trust_pinned_host_key appended (its last occurrence): a refused join leaves
     known_hosts as it found it. Every other line, comments included, stays as it is."""
-    known_hosts = known_hosts or Path(os.path.expanduser("~/.ssh/known_hosts"))
+    known_hosts = known_hosts or _user_known_hosts()
     if not known_hosts.exists():
         return
     lines = known_hosts.read_text().splitlines(keepends=True)

@@ -600,9 +600,7 @@ class Manager:
         removed = 0
         for container in containers:
             with self.lock:
-                task = self.tasks.get(container.task_id)
-                service = self.services.get(task.service_id) if task is not None else None
-            grace = int(service.spec.stop_grace_period) if service is not None else 10
+                grace = self._stop_grace(container.task_id)
             try:
                 engine.remove(container.id, stop_timeout=grace)
             except EngineError as exc:
@@ -1195,15 +1193,18 @@ class Manager:
                 else:
                     self._attention.add(task.id)
 
+    def _stop_grace(self, task_id: str) -> int:
+        """Seconds a task's container gets to stop before it is killed: its service's grace period, else 10."""
+        task = self.tasks.get(task_id)
+        service = self.services.get(task.service_id) if task is not None else None
+        return int(service.spec.stop_grace_period) if service is not None else 10
+
     def _remove_container(self, node_id: str, container_id: str, task_id: str) -> None:
         agent = self.agents.get(node_id)
         try:
             if agent is None:
                 return
-            task = self.tasks.get(task_id)
-            service = self.services.get(task.service_id) if task else None
-            grace = int(service.spec.stop_grace_period) if service else 10
-            self._engine(agent).remove(container_id, stop_timeout=grace)
+            self._engine(agent).remove(container_id, stop_timeout=self._stop_grace(task_id))
         except EngineUnreachable:
             if agent is not None:
                 self._drop_engine(agent)
