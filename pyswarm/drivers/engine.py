@@ -428,7 +428,8 @@ class MemoryEngine:
                 name=spec.name,
                 labels=dict(spec.labels),
                 status="running",
-                host_ports={f"{p.target}/{p.protocol.value}": p.host_port or next(self._ports) for p in spec.ports},
+                # (_value_: Enum's value is a property, a Python call per port)
+                host_ports={f"{p.target}/{p.protocol._value_}": p.host_port or next(self._ports) for p in spec.ports},
                 container_addr="172.31.0.2",
             )
             self.state.containers[container.id] = container

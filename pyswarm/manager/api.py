@@ -622,7 +622,7 @@ def create_app(manager: Manager) -> FastAPI:
                 tasks=len(manager.tasks),
                 running_tasks=sum(1 for t in manager.tasks.values() if t.state.value == "running"),
                 manager_addr=f"{manager.settings.advertise_addr}:{manager.settings.listen_port}",
-                heartbeat=manager.settings.heartbeat,
+                heartbeat=manager.heartbeat_period(),
                 started_at=manager.started_at,
             )
 

@@ -185,7 +185,7 @@ class Store:
             # memory, so a batch upsert does not read its pages back from the OS (10-15 % of its time).
             self._db.execute("PRAGMA cache_size=-65536")
             # SQLite allows 32766 bound variables per statement (999 before 3.32): 16 per task row.
-            self._rows_per_statement = max(1, min(2048, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 16))
+            self.rows_per_statement = max(1, min(2048, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 16))
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -314,7 +314,7 @@ class Store:
         """Upsert task rows (made by task_row) and delete tasks, in transactions of at most `part` rows (by
         default one statement's worth): other writers wait for one part at most, and a write() waiting when
         a part ends goes first. For a writer that batches task changes in the background."""
-        part = part or self._rows_per_statement
+        part = part or self.rows_per_statement
         for start in range(0, max(len(rows), 1), part):
             if self._urgent:  # an API call waits for the file: it goes first (read without the lock: a hint)
                 with self._turn:
@@ -331,11 +331,11 @@ class Store:
                 self._db.execute("COMMIT")
 
     def _upsert_tasks(self, rows: list[TaskRow]) -> None:
-        for start, size in _statement_sizes(len(rows), self._rows_per_statement):
+        for start, size in _statement_sizes(len(rows), self.rows_per_statement):
             self._db.execute(_upsert_tasks(size), list(itertools.chain.from_iterable(rows[start : start + size])))
 
     def _delete_tasks(self, ids: list[str]) -> None:
-        for start, size in _statement_sizes(len(ids), self._rows_per_statement * 16):
+        for start, size in _statement_sizes(len(ids), self.rows_per_statement * 16):
             self._db.execute(_delete_tasks(size), ids[start : start + size])
 
     def close(self) -> None:

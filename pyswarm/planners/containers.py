@@ -27,32 +27,46 @@ def task_name(service: Service, task: Task) -> str:
     return f"{service.spec.name}.{task.slot if task.slot else task.node_id}"
 
 
-def container_spec(service: Service, task: Task, cluster_id: str) -> ContainerSpec:
+def container_template(service: Service, cluster_id: str) -> ContainerSpec:
+    """What every task of the service runs with: container_spec fills in the task's own name and labels."""
     spec = service.spec
     labels = dict(spec.labels)
-    labels.update(
-        {
-            LABEL_CLUSTER_ID: cluster_id,
-            LABEL_SERVICE_ID: service.id,
-            LABEL_SERVICE_NAME: spec.name,
-            LABEL_TASK_ID: task.id,
-            LABEL_SLOT: str(task.slot),
-            LABEL_NODE_ID: task.node_id,
-        }
-    )
+    labels.update({LABEL_CLUSTER_ID: cluster_id, LABEL_SERVICE_ID: service.id, LABEL_SERVICE_NAME: spec.name})
     # Ingress ports go on an ephemeral host port that the mesh forwards to; host-mode ports bind as given.
     ports = tuple(
         PortBinding(target=p.target, protocol=p.protocol, host_port=p.published if p.mode is PublishMode.HOST else 0)
         for p in spec.ports
     )
     return ContainerSpec(
-        name=f"{task_name(service, task)}.{task.id}",
+        name=spec.name,
         image=spec.image,
         command=spec.command,
         env=spec.env,
         labels=labels,
         ports=ports,
         stop_timeout=max(0, int(spec.stop_grace_period)),
+    )
+
+
+def container_spec(
+    service: Service, task: Task, cluster_id: str, template: ContainerSpec | None = None
+) -> ContainerSpec:
+    """The task's container. `template` is container_template(service, cluster_id), when the caller keeps
+    it: a service's tasks share all of it but the name and three labels."""
+    if template is None:
+        template = container_template(service, cluster_id)
+    labels = template.labels.copy()
+    labels[LABEL_TASK_ID] = task.id
+    labels[LABEL_SLOT] = str(task.slot)
+    labels[LABEL_NODE_ID] = task.node_id
+    return ContainerSpec(
+        f"{task_name(service, task)}.{task.id}",
+        template.image,
+        template.command,
+        template.env,
+        labels,
+        template.ports,
+        template.stop_timeout,
     )
 
 

@@ -93,7 +93,15 @@ def test_twenty_clients_lose_no_update_and_end_consistent(tmp_path: Path) -> Non
             for c in engine.containers(manager.cluster_id)
         )
         wanted = {s.spec.name: s.spec.replicas for s in manager.services.values() if s.spec.replicas}
-        return dict(containers) == wanted
+        with manager.lock:  # and the manager has recorded them running: the store is checked below
+            running = Counter(
+                manager.services[t.service_id].spec.name
+                for t in manager.tasks.values()
+                if t.state is TaskState.RUNNING
+                and t.desired_state is TaskState.RUNNING
+                and t.service_id in manager.services
+            )
+        return dict(containers) == wanted == dict(running)
 
     deadline = time.time() + 30
     while not converged() and time.time() < deadline:
