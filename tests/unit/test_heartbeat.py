@@ -149,3 +149,22 @@ def test_a_slow_ping_whose_host_accepts_tcp_leaves_the_node_ready(fleet: tuple[F
         worker.slow = False
         worker.release.set()
     assert worker_status(manager) is NodeStatus.READY
+
+
+def test_the_period_stretches_so_that_a_large_cluster_gets_a_bounded_ping_rate(tmp_path: Path) -> None:
+    from pyswarm.manager.core import MAX_PINGS_PER_SECOND, MAX_RESYNCS_PER_SECOND, NodeAgent
+
+    manager = Manager(Settings(data_dir=tmp_path / "d", heartbeat=0.5, resync_interval=10.0))
+    try:
+        assert (manager.heartbeat_period(), manager.resync_interval()) == (0.5, 10.0)
+        for n in range(5000):  # agents only: what the budgets count
+            manager.agents[f"n{n}"] = NodeAgent(node_id=f"n{n}", url=f"ssh://root@10.1.{n // 256}.{n % 256}")
+        assert manager.heartbeat_period() == 5000 / MAX_PINGS_PER_SECOND == 5.0
+        assert manager.resync_interval() == 5000 / MAX_RESYNCS_PER_SECOND == 50.0
+        # Below the budgets, the settings hold.
+        for n in range(400, 5000):
+            del manager.agents[f"n{n}"]
+        assert (manager.heartbeat_period(), manager.resync_interval()) == (0.5, 10.0)
+    finally:
+        manager.agents.clear()
+        manager.close()
