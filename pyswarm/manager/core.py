@@ -251,6 +251,7 @@ class Manager:
         self._next_wake: float | None = None
         self._jobs_lock = threading.Lock()
         self._outcomes: deque[_Outcome] = deque()  # from the workers, applied by the next pass
+        self._early_events: dict[str, ContainerEvent] = {}  # task id -> its container's end, seen mid-start
         # Closed while a pass runs: workers start no engine call meanwhile. The pass is the critical path
         # (placement, persistence) and CPython's threads share one core: with dozens of busy workers, a pass
         # would get a small share of it and the lock with it.
@@ -993,6 +994,7 @@ class Manager:
         self._dirty_tasks.discard(task_id)
         self._attention.discard(task_id)
         self._pending.discard(task_id)
+        self._early_events.pop(task_id, None)
         deleted.append(task_id)
 
     def _schedule_pending(self, now: float) -> None:
@@ -1240,6 +1242,9 @@ class Manager:
                     self._dirty_services.add(task.service_id)
             if done:
                 self._inflight.discard(task.id)
+                early = self._early_events.pop(task.id, None) if self._early_events else None
+                if early is not None and task.container_id == early.container_id and task.state is TaskState.RUNNING:
+                    self._container_ended(task, early)  # it died before its start was recorded
                 if (
                     task.state is TaskState.RUNNING
                     and task.desired_state is TaskState.RUNNING
@@ -1505,20 +1510,30 @@ class Manager:
             return
         with self.lock:
             task = self.tasks.get(event.labels.get(LABEL_TASK_ID, ""))
-            if task is None or task.node_id != node_id or task.container_id != event.container_id:
+            if task is None or task.node_id != node_id:
                 return
-            if task.id in self._inflight or task.state.terminal:
+            if task.id in self._inflight:
+                # Its start is not recorded yet (the task has no container ID): a container that exits at once
+                # can die before that. Kept for when the start's outcome is applied (see _apply_outcomes);
+                # the first event counts (a die carries the exit code, the destroy after it does not).
+                self._early_events.setdefault(task.id, event)
                 return
-            if task.desired_state is TaskState.RUNNING:
-                if event.action == "destroy":
-                    self._fail(task, "container removed behind the manager's back")
-                elif event.exit_code:
-                    self._fail(task, f"task: non-zero exit ({event.exit_code})")
-                elif event.action == "die":
-                    self._set_state(task, TaskState.COMPLETE, "finished")
-                self._queue_removal(task)
-            self._dirty_services.add(task.service_id)
+            if task.container_id != event.container_id or task.state.terminal:
+                return
+            self._container_ended(task, event)
         self._notify()
+
+    def _container_ended(self, task: Task, event: ContainerEvent) -> None:
+        """The task's container died or was removed (lock held)."""
+        if task.desired_state is TaskState.RUNNING:
+            if event.action == "destroy":
+                self._fail(task, "container removed behind the manager's back")
+            elif event.exit_code:
+                self._fail(task, f"task: non-zero exit ({event.exit_code})")
+            elif event.action == "die":
+                self._set_state(task, TaskState.COMPLETE, "finished")
+            self._queue_removal(task)
+        self._dirty_services.add(task.service_id)
 
     def _fail(self, task: Task, error: str) -> None:
         task.error = error

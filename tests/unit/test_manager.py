@@ -14,6 +14,7 @@ from pyswarm.model import (
     LABEL_CLUSTER_ID,
     LABEL_TASK_ID,
     Availability,
+    ContainerInfo,
     ContainerSpec,
     NodeStatus,
     PortConfig,
@@ -212,3 +213,34 @@ def test_global_service_follows_nodes(cluster: Cluster) -> None:
     cluster.engines[url] = MemoryEngine(url, hostname="node-04")
     cluster.manager.add_node(url, "10.0.0.4", None)
     wait_until(lambda: len(cluster.engines[url].state.containers) == 1)
+
+
+class DiesAtOnceEngine(MemoryEngine):
+    """Its containers exit (code 3) right after they start, before `run` returns: the die event reaches
+    the manager while the task's start is still in flight."""
+
+    def run(self, spec: ContainerSpec) -> ContainerInfo:
+        info = super().run(spec)
+        self.kill(info.id, exit_code=3)
+        time.sleep(0.2)  # the event thread handles the die meanwhile
+        return info
+
+
+def test_a_container_that_dies_during_its_start_fails_its_task_at_once(tmp_path: Path) -> None:
+    engine = DiesAtOnceEngine(URLS[0], hostname="node-01")
+    # No resync for a minute: only the die event can tell that the container is gone.
+    manager = Manager(
+        Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=60.0), engine_factory=lambda u, t: engine
+    )
+    manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
+    manager.start()
+    try:
+        wait_until(lambda: all(n.status is NodeStatus.READY for n in manager.nodes.values()))
+        time.sleep(0.2)  # the node's event stream is subscribed
+        manager.create_service(ServiceSpec(name="crash", image="nginx", replicas=1))
+        wait_until(lambda: any(t.state is TaskState.FAILED for t in manager.tasks.values()), timeout=5)
+        failed = next(t for t in manager.tasks.values() if t.state is TaskState.FAILED)
+        assert failed.error == "task: non-zero exit (3)"
+        assert not manager._early_events  # consumed, not kept
+    finally:
+        manager.close()
