@@ -118,7 +118,7 @@ def _wait_api(host: str, token: str, process: subprocess.Popen[bytes] | None, ti
                 return
         except httpx.TransportError:
             pass
-        time.sleep(0.2)
+        time.sleep(0.05)  # the daemon answers about 0.5 s after it starts: a coarser poll adds to every init
     fail(f"the manager did not answer at {host} within {timeout:.0f}s; see {data_dir() / LOG_FILE}")
 
 
