@@ -113,10 +113,11 @@ def tune_gc() -> None:
     A manager holds a large heap that lives long (a Task, its dicts and tuples per task) and makes few
     reference cycles; refcounting frees nearly everything. With CPython's default thresholds (700, 10, 10)
     the collector's passes over that heap took about 20 % of the CPU of a 150k-task ramp (perf, bench sim).
-    Young generations are collected 70 times less often; full collections stay bounded by CPython's own rule
-    (not before the long-lived objects grew by a quarter)."""
+    Here the youngest generation is collected after 50,000 allocations instead of 700, the middle one after
+    20 of those; the oldest keeps its default count (10 middle collections), and CPython adds its own rule:
+    no full collection before the long-lived objects grew by a quarter."""
     gen0, gen1, gen2 = gc.get_threshold()
-    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), max(gen2, 100))
+    gc.set_threshold(max(gen0, 50_000), max(gen1, 20), gen2)
 
 
 def new_token(kind: str) -> str:
@@ -130,6 +131,8 @@ def new_token(kind: str) -> str:
 MAX_PINGS_PER_SECOND = 1000
 MAX_RESYNCS_PER_SECOND = 100
 
+# How long (seconds) the store thread holds back the row of a task being started, for its outcome.
+_INFLIGHT_ROW_WAIT = 0.5
 # An engine call at least this long (seconds) is a slow engine's: the node's other starts go in parallel.
 _SLOW_START = 0.05
 # What became of a task being started: its new state (None: unchanged), the message, the container when it
@@ -954,8 +957,8 @@ class Manager:
         all_in_flight = False
         while True:
             with self._writes_ready:
-                if all_in_flight:  # nothing to write until a pass applies outcomes (and flushes: it notifies)
-                    self._writes_ready.wait(0.5)
+                if all_in_flight:  # until a pass applies outcomes (it flushes and notifies), or starts age
+                    self._writes_ready.wait(_INFLIGHT_ROW_WAIT / 2)
                 while not (self._unwritten or self._unwritten_deleted) and not self._passes_over.is_set():
                     self._writes_ready.wait()
             with self.lock:
@@ -963,12 +966,17 @@ class Manager:
                     if self._passes_over.is_set():
                         return  # and all written
                     continue
-                unwritten = self._unwritten
-                # A task being started is left for later (unless the writer is stopping): its outcome comes
-                # soon, and it is then written once, not twice. (Its container is adopted, or after a crash
-                # removed as a stray, exactly as when the start ran before any row landed; see _flush.)
-                later = () if self._passes_over.is_set() else self._inflight
-                ids = [t for t in itertools.islice(unwritten, 8 * taken_at_once) if t not in later]
+                unwritten, now = self._unwritten, time.time()
+                # A task whose start began less than _INFLIGHT_ROW_WAIT ago is left for later (unless the
+                # writer is stopping): on a fast engine its outcome comes first, and it is written once, not
+                # twice. A slow start still gets its row soon, so that a manager restarted after a crash
+                # adopts its container by name instead of removing it as a stray (see _flush).
+                inflight = () if self._passes_over.is_set() else self._inflight
+                ids = [
+                    t
+                    for t in itertools.islice(unwritten, 8 * taken_at_once)
+                    if t not in inflight or now - unwritten[t].updated_at >= _INFLIGHT_ROW_WAIT
+                ]
                 taken = [(task_id, unwritten.pop(task_id)) for task_id in ids[:taken_at_once]]
                 deleted, self._unwritten_deleted = self._unwritten_deleted, []
                 all_in_flight = not taken and not deleted
@@ -984,7 +992,7 @@ class Manager:
                         if self.tasks.get(task_id) is task:
                             self._unwritten.setdefault(task_id, task)
                     self._unwritten_deleted.extend(deleted)
-                self._stopping.wait(1.0)
+                time.sleep(1.0)  # (not _stopping.wait: while the manager stops, that would spin)
 
     def _forget_task(self, tasks: dict[str, Task], task_id: str, deleted: list[str]) -> None:
         task = tasks.pop(task_id, None)
@@ -1077,6 +1085,7 @@ class Manager:
                 self._forget_task(tasks, task_id, deleted)
             if not tasks:
                 del self.tasks_by_service[service_id]
+                self._templates.pop(service_id, None)  # refilled by a start still under way at its removal
 
     def _slot_busy(self, task: Task, cache: dict[str, set[tuple[int, str]]]) -> bool:
         """Stop-first, as swarm: a slot's new task starts once the container of the task it replaces is gone,
@@ -1514,9 +1523,11 @@ class Manager:
                 return
             if task.id in self._inflight:
                 # Its start is not recorded yet (the task has no container ID): a container that exits at once
-                # can die before that. Kept for when the start's outcome is applied (see _apply_outcomes);
-                # the first event counts (a die carries the exit code, the destroy after it does not).
-                self._early_events.setdefault(task.id, event)
+                # can die before that. Kept for when the start's outcome is applied (see _apply_outcomes). A
+                # die wins: it carries the exit code, which the oom before it and the destroy after it lack.
+                kept = self._early_events.get(task.id)
+                if kept is None or (event.action == "die" and kept.action != "die"):
+                    self._early_events[task.id] = event
                 return
             if task.container_id != event.container_id or task.state.terminal:
                 return

@@ -62,3 +62,20 @@ def test_shutdown_drops_the_jobs_not_started() -> None:
     release.set()
     threading.Event().wait(0.2)
     assert ran == ["first"]
+
+
+def test_an_idle_thread_takes_the_next_job() -> None:
+    pool = JobPool(4, "test")
+    names: list[str] = []
+    for _ in range(5):
+        done = threading.Event()
+
+        def job(done: threading.Event = done) -> None:
+            names.append(threading.current_thread().name)
+            done.set()
+
+        pool.submit(job)
+        assert done.wait(5)
+        threading.Event().wait(0.05)  # the thread is back to waiting for a job
+    pool.shutdown()
+    assert len(set(names)) == 1, names  # one job at a time needs one thread

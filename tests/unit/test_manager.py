@@ -216,18 +216,28 @@ def test_global_service_follows_nodes(cluster: Cluster) -> None:
 
 
 class DiesAtOnceEngine(MemoryEngine):
-    """Its containers exit (code 3) right after they start, before `run` returns: the die event reaches
-    the manager while the task's start is still in flight."""
+    """Its containers exit right after they start, before `run` returns: the die event reaches the manager
+    while the task's start is still in flight. With `oom_first`, an `oom` event (no exit code) comes first,
+    as docker sends it before the die of a container the kernel killed."""
+
+    def __init__(self, url: str, hostname: str, exit_code: int, oom_first: bool = False) -> None:
+        super().__init__(url, hostname=hostname)
+        self.exit_code, self.oom_first = exit_code, oom_first
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         info = super().run(spec)
-        self.kill(info.id, exit_code=3)
-        time.sleep(0.2)  # the event thread handles the die meanwhile
+        if self.oom_first:
+            self._emit("oom", info)
+        self.kill(info.id, exit_code=self.exit_code)
+        time.sleep(0.2)  # the event thread handles the events meanwhile
         return info
 
 
-def test_a_container_that_dies_during_its_start_fails_its_task_at_once(tmp_path: Path) -> None:
-    engine = DiesAtOnceEngine(URLS[0], hostname="node-01")
+@pytest.mark.parametrize(("exit_code", "oom_first"), [(3, False), (137, True)])
+def test_a_container_that_dies_during_its_start_fails_its_task_at_once(
+    tmp_path: Path, exit_code: int, oom_first: bool
+) -> None:
+    engine = DiesAtOnceEngine(URLS[0], "node-01", exit_code, oom_first)
     # No resync for a minute: only the die event can tell that the container is gone.
     manager = Manager(
         Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=60.0), engine_factory=lambda u, t: engine
@@ -240,7 +250,59 @@ def test_a_container_that_dies_during_its_start_fails_its_task_at_once(tmp_path:
         manager.create_service(ServiceSpec(name="crash", image="nginx", replicas=1))
         wait_until(lambda: any(t.state is TaskState.FAILED for t in manager.tasks.values()), timeout=5)
         failed = next(t for t in manager.tasks.values() if t.state is TaskState.FAILED)
-        assert failed.error == "task: non-zero exit (3)"
+        assert failed.error == f"task: non-zero exit ({exit_code})"
         assert not manager._early_events  # consumed, not kept
+    finally:
+        manager.close()
+
+
+def test_an_update_starts_containers_of_the_new_spec(cluster: Cluster) -> None:
+    """The per-service container template follows the spec: after an update, new containers carry it."""
+    from dataclasses import replace
+
+    created = cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=2, labels={"tier": "a"}))
+    wait_until(lambda: cluster.running("web") == 2)
+
+    def tiers() -> list[str]:
+        return sorted(
+            c.labels.get("tier", "")
+            for e in cluster.engines.values()
+            for c in e.containers(cluster.manager.cluster_id)
+            if c.status == "running"
+        )
+
+    assert tiers() == ["a", "a"]
+    cluster.manager.update_service("web", replace(created.spec, labels={"tier": "b"}), created.version)
+    wait_until(lambda: tiers() == ["b", "b"])
+
+
+def test_a_slow_start_gets_its_row_before_it_ends(tmp_path: Path) -> None:
+    """The store thread holds back a starting task's row for its outcome only briefly: a manager that
+    crashed during a slow start finds the task in the state file and adopts its container by name."""
+    import sqlite3
+
+    from pyswarm.manager.core import _INFLIGHT_ROW_WAIT
+    from pyswarm.manager.store import STATE_FILE
+
+    engine = MemoryEngine(URLS[0], hostname="node-01")
+    manager = Manager(
+        Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=60.0), engine_factory=lambda u, t: engine
+    )
+    manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
+    manager.start()
+    try:
+        wait_until(lambda: all(n.status is NodeStatus.READY for n in manager.nodes.values()))
+        engine.state.run_delay = 4 * _INFLIGHT_ROW_WAIT
+        manager.create_service(ServiceSpec(name="slow", image="nginx", replicas=1))
+        db = sqlite3.connect(f"file:{tmp_path / 'd' / STATE_FILE}?mode=ro", uri=True)
+
+        def stored_states() -> list[str]:
+            return [row[0] for row in db.execute("SELECT state FROM tasks")]
+
+        wait_until(lambda: stored_states() != [], timeout=3 * _INFLIGHT_ROW_WAIT)
+        assert stored_states()[0] in ("preparing", "starting")  # written while the start still runs
+        assert not engine.state.containers
+        wait_until(lambda: stored_states() == ["running"], timeout=10)
+        db.close()
     finally:
         manager.close()
