@@ -215,6 +215,18 @@ def test_global_service_follows_nodes(cluster: Cluster) -> None:
     wait_until(lambda: len(cluster.engines[url].state.containers) == 1)
 
 
+def one_node_manager(tmp_path: Path, engine: MemoryEngine) -> Manager:
+    """A started manager of one Ready node on `engine`, with no periodic resync (it would hide what the
+    manager learns from events and outcomes)."""
+    manager = Manager(
+        Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=60.0), engine_factory=lambda u, t: engine
+    )
+    manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
+    manager.start()
+    wait_until(lambda: all(n.status is NodeStatus.READY for n in manager.nodes.values()))
+    return manager
+
+
 class DiesAtOnceEngine(MemoryEngine):
     """Its containers exit right after they start, before `run` returns: the die event reaches the manager
     while the task's start is still in flight. With `oom_first`, an `oom` event (no exit code) comes first,
@@ -237,15 +249,9 @@ class DiesAtOnceEngine(MemoryEngine):
 def test_a_container_that_dies_during_its_start_fails_its_task_at_once(
     tmp_path: Path, exit_code: int, oom_first: bool
 ) -> None:
-    engine = DiesAtOnceEngine(URLS[0], "node-01", exit_code, oom_first)
     # No resync for a minute: only the die event can tell that the container is gone.
-    manager = Manager(
-        Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=60.0), engine_factory=lambda u, t: engine
-    )
-    manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
-    manager.start()
+    manager = one_node_manager(tmp_path, DiesAtOnceEngine(URLS[0], "node-01", exit_code, oom_first))
     try:
-        wait_until(lambda: all(n.status is NodeStatus.READY for n in manager.nodes.values()))
         time.sleep(0.2)  # the node's event stream is subscribed
         manager.create_service(ServiceSpec(name="crash", image="nginx", replicas=1))
         wait_until(lambda: any(t.state is TaskState.FAILED for t in manager.tasks.values()), timeout=5)
@@ -285,13 +291,8 @@ def test_a_slow_start_gets_its_row_before_it_ends(tmp_path: Path) -> None:
     from pyswarm.manager.store import STATE_FILE
 
     engine = MemoryEngine(URLS[0], hostname="node-01")
-    manager = Manager(
-        Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=60.0), engine_factory=lambda u, t: engine
-    )
-    manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
-    manager.start()
+    manager = one_node_manager(tmp_path, engine)
     try:
-        wait_until(lambda: all(n.status is NodeStatus.READY for n in manager.nodes.values()))
         engine.state.run_delay = 4 * _INFLIGHT_ROW_WAIT
         manager.create_service(ServiceSpec(name="slow", image="nginx", replicas=1))
         db = sqlite3.connect(f"file:{tmp_path / 'd' / STATE_FILE}?mode=ro", uri=True)
