@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from pyswarm.drivers.engine import (
+    WATCHED_EVENTS,
     ContainerEvent,
     DockerEngine,
     Engine,
@@ -753,7 +754,6 @@ class Manager:
             self.store.write(delete_services=[service.id])
             self._dirty_tasks.update(t.id for t in tasks)
             del self.services[service.id]
-            self._templates.pop(service.id, None)
             self._attention.update(t.id for t in tasks)
             self._dirty_services.add(service.id)  # the pass tells watchers and the mesh
             self._schedule_again = True
@@ -1085,7 +1085,8 @@ class Manager:
                 self._forget_task(tasks, task_id, deleted)
             if not tasks:
                 del self.tasks_by_service[service_id]
-                self._templates.pop(service_id, None)  # refilled by a start still under way at its removal
+                # Its container template goes with its last task: no start of it can come after that.
+                self._templates.pop(service_id, None)
 
     def _slot_busy(self, task: Task, cache: dict[str, set[tuple[int, str]]]) -> bool:
         """Stop-first, as swarm: a slot's new task starts once the container of the task it replaces is gone,
@@ -1515,7 +1516,7 @@ class Manager:
                 engine.close()
 
     def _on_event(self, node_id: str, event: ContainerEvent) -> None:
-        if event.action not in ("die", "destroy", "oom"):
+        if event.action not in WATCHED_EVENTS:
             return
         with self.lock:
             task = self.tasks.get(event.labels.get(LABEL_TASK_ID, ""))
