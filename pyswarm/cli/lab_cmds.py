@@ -14,7 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from pyswarm.lab import Lab, LabConfig, LabError, LabNotFound, NodeStatus
+from pyswarm.lab import Lab, LabConfig, LabError, LabNodeStatus, LabNotFound
 from pyswarm.lab.config import DEFAULT_NODES, DEFAULT_SUBNET, MAX_NODES
 from pyswarm.lab.lab import require_root
 
@@ -50,7 +50,7 @@ def _load() -> Lab:
     return Lab.load(log=_log)
 
 
-def status_table(statuses: Sequence[NodeStatus]) -> Table:
+def status_table(statuses: Sequence[LabNodeStatus]) -> Table:
     table = Table(title="pyswarm lab")
     for col in ("NODE", "ADDRESS", "ENGINE URL", "ENGINE VERSION", "STATE"):
         table.add_column(col)

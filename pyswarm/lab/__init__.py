@@ -4,7 +4,7 @@ Each node is a network + UTS namespace with its own dockerd and sshd on a host b
 as ssh://root@192.168.39.k like a real remote host. See pyswarm.lab.lab.Lab.
 """
 
-from pyswarm.lab.config import LabConfig, LabError, LabNotFound, Node
-from pyswarm.lab.lab import Lab, LabExecError, NodeStatus
+from pyswarm.lab.config import LabConfig, LabError, LabNode, LabNotFound
+from pyswarm.lab.lab import Lab, LabExecError, LabNodeStatus
 
-__all__ = ["Lab", "LabConfig", "LabError", "LabExecError", "LabNotFound", "Node", "NodeStatus"]
+__all__ = ["Lab", "LabConfig", "LabError", "LabExecError", "LabNode", "LabNodeStatus", "LabNotFound"]

@@ -53,7 +53,7 @@ def node_index(name: str) -> int:
 
 
 @dataclass(frozen=True)
-class Node:
+class LabNode:
     """One lab host: a network + UTS namespace with its own dockerd and sshd."""
 
     name: str
@@ -193,9 +193,9 @@ class LabConfig:
     def node_addr(self, index: int) -> str:
         return str(self.network.network_address + index)
 
-    def node(self, index: int) -> Node:
+    def node(self, index: int) -> LabNode:
         name = node_name(index)
-        return Node(
+        return LabNode(
             name=name,
             index=index,
             addr=self.node_addr(index),
@@ -205,7 +205,7 @@ class LabConfig:
         )
 
     @property
-    def node_list(self) -> list[Node]:
+    def node_list(self) -> list[LabNode]:
         return [self.node(i) for i in range(1, self.nodes + 1)]
 
     @property

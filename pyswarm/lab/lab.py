@@ -26,15 +26,17 @@ Each dockerd runs in the host's mount namespace (so its unix socket, data and lo
 files under the lab dir) but in the node's network and UTS namespaces (so it has its own
 iptables, docker0 and hostname). Processes are started with `nsenter --net --uts`, never
 `ip netns exec`, which remounts /sys and breaks dockerd's cgroup detection.
+
+This module is the lab's public face (Lab); the pieces behind it: config (naming, addressing, state),
+daemons (each node's sshd and dockerd), teardown (`lab down`), ssh (keys, known_hosts), image (the nginx
+image archive) and sysutil (Linux plumbing).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -45,49 +47,26 @@ from pathlib import Path
 from typing import Any
 
 from pyswarm.lab import image, ssh
-from pyswarm.lab.config import (
-    NODE_NAME_RE,
-    LabConfig,
-    LabError,
-    LabNotFound,
-    Node,
-    default_lab_dir,
-    node_index,
+from pyswarm.lab.config import LabConfig, LabError, LabNode, default_lab_dir
+from pyswarm.lab.daemons import (
+    DOCKERD,
+    SSHD,
+    STOP_TIMEOUT,
+    dockerd_pid,
+    load_image,
+    nsenter_argv,
+    start_dockerd,
+    start_sshd,
+    wait_for_sshd,
+    write_daemon_json,
 )
-from pyswarm.lab.sysutil import (
-    CHILDREN,
-    all_pids,
-    cgroup_pids,
-    cgroup_remove,
-    docker_ping,
-    engine_json,
-    engine_request,
-    iptables_ensure,
-    iptables_remove,
-    link_exists,
-    link_is_up,
-    mounts_under,
-    ns_inode,
-    pid_alive,
-    pid_cmdline,
-    pid_exe,
-    pids_in_netns,
-    read_pidfile,
-    run,
-    tail,
-    tcp_open,
-    terminate,
-    unmount_under,
+from pyswarm.lab.daemons import (
+    LAB_DAEMONS as LAB_DAEMONS,  # re-exported: where the lab's daemons were always looked up
 )
+from pyswarm.lab.sysutil import engine_json, iptables_ensure, link_exists, link_is_up, run, terminate
+from pyswarm.lab.teardown import forward_rule, remove_lab
 
-DOCKERD = "/usr/sbin/dockerd"
-SSHD = "/usr/sbin/sshd"
 REQUIRED_TOOLS = ("ip", "iptables", "nsenter", "unshare", "ssh-keygen", "ldd")
-ENGINE_TIMEOUT = 60.0  # dockerd normally answers in ~1 s; a loaded 2-core CI box can be slow
-STOP_TIMEOUT = 15.0  # then SIGKILL
-# Executables the lab starts; a process of one of these whose command line names a node's
-# paths belongs to that node even if its network namespace is already gone.
-LAB_DAEMONS = {"dockerd", "containerd", "containerd-shim", "containerd-shim-runc-v2", "sshd", "docker-proxy"}
 
 Log = Callable[[str], None]
 
@@ -105,8 +84,8 @@ class LabExecError(subprocess.CalledProcessError):
 
 
 @dataclass(frozen=True)
-class NodeStatus:
-    node: Node
+class LabNodeStatus:
+    node: LabNode
     netns: bool
     running: bool  # dockerd process alive and answering /_ping
     cut: bool  # host end of the veth is down
@@ -165,12 +144,12 @@ class Lab:
     # ------------------------------------------------------------------ nodes
 
     @property
-    def nodes(self) -> list[Node]:
+    def nodes(self) -> list[LabNode]:
         return self.config.node_list
 
-    def node(self, node: str | Node) -> Node:
+    def node(self, node: str | LabNode) -> LabNode:
         """The lab's node by name; raises LabError for names that are not in this lab."""
-        name = node.name if isinstance(node, Node) else node
+        name = node.name if isinstance(node, LabNode) else node
         for n in self.nodes:
             if n.name == name:
                 return n
@@ -186,7 +165,7 @@ class Lab:
 
     # ------------------------------------------------------------------ up
 
-    def up(self, nodes: int | None = None, subnet: str | None = None) -> list[NodeStatus]:
+    def up(self, nodes: int | None = None, subnet: str | None = None) -> list[LabNodeStatus]:
         """Tear down whatever lab exists (keeping the image cache), then build a fresh one."""
         require_root()
         check_tools()
@@ -197,7 +176,7 @@ class Lab:
             changes["subnet"] = subnet
         cfg = self.config = self.config.with_(**changes)
         with self._lock():
-            if self._down_locked():
+            if self._remove_locked():
                 self.log("removed the previous lab")
             cfg.save()  # first, so that `lab down` can clean up a failed `up`
             for n in cfg.node_list:
@@ -236,17 +215,13 @@ class Lab:
         run(["ip", "link", "set", cfg.bridge, "up"])
         # br_netfilter sends bridged frames through the host's FORWARD chain, whose policy dockerd
         # may have set to DROP.
-        iptables_ensure(self._forward_rule(cfg.bridge))
+        iptables_ensure(forward_rule(cfg.bridge))
         ssh.keygen(cfg.identity_file, "pyswarm-lab")
         cfg.authorized_keys.write_text(ssh.public_key(cfg.identity_file) + " pyswarm-lab\n")
         os.chmod(cfg.authorized_keys, 0o600)
         self.log(f"host: bridge {cfg.bridge} {cfg.host_addr}/{cfg.prefixlen}")
 
-    @staticmethod
-    def _forward_rule(bridge: str) -> list[str]:
-        return ["FORWARD", "-i", bridge, "-o", bridge, "-j", "ACCEPT"]
-
-    def _node_up(self, node: Node, img: Future[Path]) -> None:
+    def _node_up(self, node: LabNode, img: Future[Path]) -> None:
         cfg = self.config
         t0 = time.monotonic()
         node.dir.mkdir(parents=True, exist_ok=True)
@@ -265,118 +240,34 @@ class Lab:
         node.uts_path.touch()
         run(["unshare", f"--uts={node.uts_path}", "hostname", node.name])
 
-        ssh.keygen(node.host_key, f"pyswarm-lab {node.name}")
-        node.sshd_config.write_text(ssh.render_sshd_config(cfg, node))
-        # sshd daemonizes: the nsenter'd parent exits once it has bound the port.
-        run([*self._nsenter(node), SSHD, "-f", str(node.sshd_config), "-E", str(node.sshd_log)])
-
-        self._write_daemon_json(node)
-        self._start_dockerd(node)
+        start_sshd(cfg, node)
+        write_daemon_json(node)
+        start_dockerd(node)
         self.log(f"{node.name}: engine up in {time.monotonic() - t0:.1f} s")
         self._load_image(node, img.result())
-        deadline = time.monotonic() + 10
-        while not tcp_open(node.addr, 22, timeout=0.5):
-            if time.monotonic() > deadline:
-                raise LabError(f"{node.name}: sshd does not answer on {node.addr}:22:\n{tail(node.sshd_log)}")
-            time.sleep(0.1)
+        wait_for_sshd(node)
         self.log(f"{node.name}: ready in {time.monotonic() - t0:.1f} s")
 
-    def _nsenter(self, node: Node) -> list[str]:
-        return ["nsenter", f"--net={node.netns_path}", f"--uts={node.uts_path}", "--"]
-
-    def _dockerd_argv(self, node: Node) -> list[str]:
-        return [
-            DOCKERD,
-            "--data-root", str(node.data_root),
-            "--exec-root", str(node.exec_root),
-            "--pidfile", str(node.dockerd_pidfile),
-            "--config-file", str(node.daemon_json),
-            "-H", node.docker_host,
-            "--bip", node.bip,
-            "--cgroup-parent", node.cgroup_parent,
-            # Bounds `lab kill` / `lab down`: containers get 5 s to stop when dockerd exits.
-            "--shutdown-timeout", "5",
-        ]  # fmt: skip
-
-    @staticmethod
-    def _write_daemon_json(node: Node) -> None:
-        # Own config file: the host's /etc/docker/daemon.json must not leak into lab engines.
-        # Own trust key: dockerd 20.10 derives the engine ID from /etc/docker/key.json by
-        # default, which would give every node the same `docker info` ID.
-        conf = {"deprecated-key-path": str(node.dir / "key.json")}
-        node.daemon_json.write_text(json.dumps(conf, indent=2) + "\n")
-
-    def _start_dockerd(self, node: Node) -> None:
-        node.dockerd_pidfile.unlink(missing_ok=True)
-        env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT")}
-        # Lets real swarm mode on these engines use local images without a registry lookup.
-        env["DOCKER_SERVICE_PREFER_OFFLINE_IMAGE"] = "1"
-        with open(node.dockerd_log, "ab") as logf:
-            proc = subprocess.Popen(
-                [*self._nsenter(node), *self._dockerd_argv(node)],
-                stdin=subprocess.DEVNULL,
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                env=env,
-                cwd=node.dir,
-                start_new_session=True,  # survives the CLI process and its terminal
-            )
-        CHILDREN[proc.pid] = proc
-        deadline = time.monotonic() + ENGINE_TIMEOUT
-        while not docker_ping(node.socket, timeout=1.0):
-            rc = proc.poll()
-            if rc is not None:
-                raise LabError(f"{node.name}: dockerd exited with {rc}; {node.dockerd_log}:\n{tail(node.dockerd_log)}")
-            if time.monotonic() > deadline:
-                raise LabError(
-                    f"{node.name}: dockerd did not answer /_ping within {ENGINE_TIMEOUT:g} s; "
-                    f"{node.dockerd_log}:\n{tail(node.dockerd_log)}"
-                )
-            time.sleep(0.05)
-
-    def _load_image(self, node: Node, archive: Path) -> None:
+    def _load_image(self, node: LabNode, archive: Path) -> None:
         t0 = time.monotonic()
-        with open(archive, "rb") as f:
-            status, body = engine_request(
-                node.socket,
-                "POST",
-                "/images/load?quiet=1",
-                body=f,
-                headers={"Content-Type": "application/x-tar", "Content-Length": str(archive.stat().st_size)},
-                timeout=120,
-            )
-        if status != 200 or b'"error' in body:
-            raise LabError(f"{node.name}: loading {image.IMAGE_REF} failed: HTTP {status}: {body[:300]!r}")
+        load_image(node, archive)
         self.log(f"{node.name}: loaded {image.IMAGE_REF} in {time.monotonic() - t0:.1f} s")
 
     # ------------------------------------------------------------------ status
 
-    def dockerd_pid(self, node: str | Node) -> int | None:
-        n = self.node(node)
-        return self._dockerd_pid(n)
+    def dockerd_pid(self, node: str | LabNode) -> int | None:
+        return dockerd_pid(self.node(node))
 
-    @staticmethod
-    def _dockerd_pid(node: Node) -> int | None:
-        pid = read_pidfile(node.dockerd_pidfile)
-        if pid and pid_alive(pid) and os.path.basename(pid_exe(pid)) == "dockerd":
-            return pid
-        # No (or a stale) pidfile: find it by its data root, e.g. after a half-failed start.
-        root = str(node.data_root)
-        for p in all_pids():
-            if os.path.basename(pid_exe(p)) == "dockerd" and root in pid_cmdline(p) and pid_alive(p):
-                return p
-        return None
-
-    def status(self, node: str | Node) -> NodeStatus:
+    def status(self, node: str | LabNode) -> LabNodeStatus:
         n = self.node(node)
-        pid = self._dockerd_pid(n)
+        pid = dockerd_pid(n)
         version = None
         running = False
         if pid is not None:
             with contextlib.suppress(OSError, ValueError):
                 version = str(engine_json(n.socket, "/version", timeout=3).get("Version"))
                 running = True
-        return NodeStatus(
+        return LabNodeStatus(
             node=n,
             netns=n.netns_path.exists(),
             running=running,
@@ -385,7 +276,7 @@ class Lab:
             dockerd_pid=pid,
         )
 
-    def ls(self) -> list[NodeStatus]:
+    def ls(self) -> list[LabNodeStatus]:
         require_root()
         with ThreadPoolExecutor(max_workers=min(len(self.nodes), 16)) as pool:
             return list(pool.map(self.status, self.nodes))
@@ -404,21 +295,21 @@ class Lab:
 
     # ------------------------------------------------------------------ exec
 
-    def exec_argv(self, node: str | Node, argv: Sequence[str]) -> list[str]:
+    def exec_argv(self, node: str | LabNode, argv: Sequence[str]) -> list[str]:
         """The command line that runs argv inside node (for Popen of long-running processes)."""
         n = self.node(node)
         if not n.netns_path.exists():
             raise LabError(f"{n.name}: network namespace is gone (run `pyswarm lab up`)")
-        return [*self._nsenter(n), *argv]
+        return [*nsenter_argv(n), *argv]
 
-    def exec_env(self, node: str | Node, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    def exec_env(self, node: str | LabNode, env: Mapping[str, str] | None = None) -> dict[str, str]:
         """Environment for processes on node: ours plus DOCKER_HOST, PYSWARM_NODE, PYSWARM_DATA_DIR."""
         n = self.node(node)
         return {**os.environ, **n.env, **(env or {})}
 
     def exec(
         self,
-        node: str | Node,
+        node: str | LabNode,
         argv: Sequence[str],
         env: Mapping[str, str] | None = None,
         check: bool = True,
@@ -437,42 +328,42 @@ class Lab:
         return cp
 
     def spawn(
-        self, node: str | Node, argv: Sequence[str], env: Mapping[str, str] | None = None, **popen: Any
+        self, node: str | LabNode, argv: Sequence[str], env: Mapping[str, str] | None = None, **popen: Any
     ) -> subprocess.Popen[Any]:
         """Start a long-running process inside node. `lab down` kills it with the node."""
         return subprocess.Popen(self.exec_argv(node, argv), env=self.exec_env(node, env), **popen)
 
     # ------------------------------------------------------------------ faults
 
-    def kill(self, node: str | Node) -> bool:
+    def kill(self, node: str | LabNode) -> bool:
         """Stop node's dockerd (SIGTERM, then SIGKILL after 15 s); its containers stop with it.
         False if it was not running."""
         require_root()
         n = self.node(node)
-        pid = self._dockerd_pid(n)
+        pid = dockerd_pid(n)
         if pid is None:
             return False
         terminate([pid], STOP_TIMEOUT)
         return True
 
-    def start(self, node: str | Node) -> bool:
+    def start(self, node: str | LabNode) -> bool:
         """Start node's dockerd again and wait until it answers. False if it was running."""
         require_root()
         n = self.node(node)
-        if self._dockerd_pid(n) is not None:
+        if dockerd_pid(n) is not None:
             return False
         if not n.netns_path.exists() or not os.path.ismount(n.uts_path):
             raise LabError(f"{n.name}: namespaces are gone (run `pyswarm lab up`)")
-        self._start_dockerd(n)
+        start_dockerd(n)
         return True
 
-    def cut(self, node: str | Node) -> None:
+    def cut(self, node: str | LabNode) -> None:
         """Take the node off the network: the host end of its veth goes down."""
         require_root()
         n = self.node(node)
         run(["ip", "link", "set", n.veth_host, "down"])
 
-    def heal(self, node: str | Node) -> None:
+    def heal(self, node: str | LabNode) -> None:
         """Undo cut."""
         require_root()
         n = self.node(node)
@@ -496,7 +387,7 @@ class Lab:
         netns list and the host's veth names."""
         require_root()
         with self._lock():
-            return self._down_locked()
+            return self._remove_locked()
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -510,152 +401,10 @@ class Lab:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _discover(self) -> tuple[LabConfig, list[Node]]:
-        """The config of the lab on disk (if readable) and every node that may have remains."""
-        cfg = self.config
-        with contextlib.suppress(LabNotFound, LabError):
-            cfg = LabConfig.load(self.config.lab_dir)
-        indexes: set[int] = {n.index for n in cfg.node_list} if cfg.state_path.exists() else set()
-        names: list[str] = []
-        with contextlib.suppress(OSError):
-            names += os.listdir(cfg.lab_dir / "nodes")
-        with contextlib.suppress(OSError):
-            names += os.listdir("/run/netns")
-        with contextlib.suppress(OSError):
-            names += [d[len("psw-") :] for d in os.listdir("/sys/class/net") if d.startswith("psw-")]
-        for name in names:
-            if NODE_NAME_RE.match(name):
-                indexes.add(node_index(name))
-        indexes.update(self._orphan_indexes(cfg))
-        return cfg, [cfg.node(i) for i in sorted(indexes)]
-
-    @staticmethod
-    def _orphan_indexes(cfg: LabConfig) -> set[int]:
-        """Nodes whose daemons still run although their dir and netns are gone (e.g. rm -rf)."""
-        by_dir = re.compile(re.escape(str(cfg.lab_dir)) + r"/nodes/(node-\d{2,3})(?:/|$)")
-        by_exec = re.compile(re.escape(str(cfg.run_dir)) + r"/n(\d{1,3})(?:/|$)")
-        found: set[int] = set()
-        for p in all_pids():
-            if os.path.basename(pid_exe(p)) not in LAB_DAEMONS:
-                continue
-            for arg in pid_cmdline(p):
-                if m := by_dir.search(arg):
-                    found.add(node_index(m.group(1)))
-                elif m := by_exec.search(arg):
-                    found.add(int(m.group(1)))
-        return found
-
-    def _down_locked(self) -> bool:
-        cfg, nodes = self._discover()
-        did = False
-        if nodes:
-            with ThreadPoolExecutor(max_workers=min(len(nodes), 16)) as pool:
-                results = list(pool.map(self._node_down, nodes))
-            did = any(results)
-        for bridge in {cfg.bridge, self.config.bridge}:
-            if link_exists(bridge):
-                run(["ip", "link", "del", bridge], check=False)
-                did = True
-            if iptables_remove(self._forward_rule(bridge)):
-                did = True
-        if ssh.remove_host_names():
-            did = True
-        if ssh.remove_user_trust():
-            did = True
-        did = self._remove_dirs(cfg) or did
-        cgroup_remove("/pyswarm-lab")
+    def _remove_locked(self) -> bool:
+        did = remove_lab(self.config)
         if did:
             self.log("lab removed")
-        return did
-
-    def _node_down(self, node: Node) -> bool:
-        did = False
-        # 1. While the engine still answers, let it remove its containers and leave any swarm:
-        #    containerd shims and containers outlive a killed dockerd.
-        if docker_ping(node.socket, timeout=2):
-            did = True
-            self._engine_cleanup(node)
-        # 2. Stop dockerd (it stops its managed containerd).
-        pid = self._dockerd_pid(node)
-        if pid is not None:
-            did = True
-            terminate([pid], STOP_TIMEOUT)
-        # 3. Everything else of the node: containers (by cgroup), anything in its netns (containerd,
-        #    shims, sshd, `lab exec` daemons), and lab daemons naming its paths.
-        for _ in range(5):
-            victims = self._node_pids(node)
-            if not victims:
-                break
-            did = True
-            terminate(victims, 3)
-        # 4. Mounts (overlay, shm, netns bind mounts, the UTS ns file), deepest first.
-        if unmount_under([node.dir, node.exec_root]):
-            did = True
-        if node.netns_path.exists() or os.path.exists(f"/run/netns/{node.name}"):
-            run(["ip", "netns", "del", node.name], check=False)
-            did = True
-        if link_exists(node.veth_host):
-            run(["ip", "link", "del", node.veth_host], check=False)
-            did = True
-        cgroup_remove(node.cgroup_parent)
-        return did
-
-    def _engine_cleanup(self, node: Node) -> None:
-        sock = node.socket
-        # Leave the swarm first, or it would recreate the task containers we remove.
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            swarm_state = engine_json(sock, "/info", timeout=10).get("Swarm", {}).get("LocalNodeState")
-            if swarm_state not in (None, "", "inactive"):
-                engine_request(sock, "POST", "/swarm/leave?force=1", timeout=30)
-        with contextlib.suppress(OSError, ValueError):
-            containers = engine_json(sock, "/containers/json?all=1", timeout=10)
-            ids = [c["Id"] for c in containers]
-
-            def rm(cid: str) -> None:
-                with contextlib.suppress(OSError):
-                    engine_request(sock, "DELETE", f"/containers/{cid}?force=1&v=1", timeout=30)
-
-            if ids:
-                with ThreadPoolExecutor(max_workers=8) as pool:
-                    list(pool.map(rm, ids))
-
-    @staticmethod
-    def _node_pids(node: Node) -> set[int]:
-        pids = cgroup_pids(node.cgroup_parent)
-        ino = ns_inode(node.netns_path)
-        if ino is not None:
-            pids.update(pids_in_netns(ino))
-        # e.g. a dockerd whose netns was deleted by hand: its flags name the node's paths. A
-        # substring test, because sshd rewrites its argv into one "sshd: /usr/sbin/sshd -f ..." string.
-        marks = (str(node.dir), str(node.exec_root))
-        for p in all_pids():
-            if os.path.basename(pid_exe(p)) in LAB_DAEMONS and any(
-                (m + "/") in (a + "/") for a in pid_cmdline(p) for m in marks
-            ):
-                pids.add(p)
-        return {p for p in pids if pid_alive(p)}
-
-    def _remove_dirs(self, cfg: LabConfig) -> bool:
-        did = False
-        unmount_under([cfg.lab_dir, cfg.run_dir])
-        left = mounts_under([cfg.lab_dir, cfg.run_dir])
-        if left:
-            raise LabError("could not unmount: " + ", ".join(left))
-        # Only what the lab created: PYSWARM_LAB_DIR may point at a directory with other files.
-        for name in ("nodes", "state.json", "state.tmp", "id_ed25519", "id_ed25519.pub", "authorized_keys",
-                     "known_hosts"):  # fmt: skip
-            p = cfg.lab_dir / name
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-                did = True
-            elif p.exists() or p.is_symlink():
-                p.unlink()
-                did = True
-        with contextlib.suppress(OSError):
-            cfg.lab_dir.rmdir()  # only if empty
-        if cfg.run_dir.exists():
-            shutil.rmtree(cfg.run_dir, ignore_errors=True)
-            did = True
         return did
 
 

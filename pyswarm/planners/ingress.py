@@ -226,6 +226,25 @@ def _static_chains(random_fully: bool) -> dict[ChainKey, tuple[str, ...]]:
     }
 
 
+def _validated_ports(ports: Sequence[IngressPort]) -> list[tuple[int, str, IngressPort]]:
+    """(published, protocol, port) for each port, in a stable order. Raises ValueError on a bad port, protocol
+    or service id, or on two services publishing the same port."""
+    seen: dict[tuple[str, int], str] = {}
+    validated = []
+    for port in ports:
+        proto = _protocol(port.protocol)
+        published = _port(port.published, "published port")
+        if not isinstance(port.service_id, str) or not port.service_id:
+            raise ValueError(f"service id must be a non-empty string, got {port.service_id!r}")
+        other = seen.setdefault((proto, published), port.service_id)
+        if other != port.service_id:
+            raise ValueError(f"port {published}/{proto} is published by both {other} and {port.service_id}")
+        validated.append((published, proto, port))
+    # Sorted so that the input order never shows up as a diff.
+    validated.sort(key=lambda item: (item[0], item[1], item[2].service_id))
+    return validated
+
+
 def render_node_rules(ports: Sequence[IngressPort], node_addr: str, *, random_fully: bool = True) -> RuleSet:
     """The complete desired set of our chains on the node reachable at node_addr.
 
@@ -239,22 +258,8 @@ def render_node_rules(ports: Sequence[IngressPort], node_addr: str, *, random_fu
     reject: list[str] = []
     svc_chains: list[tuple[str, tuple[str, ...]]] = []
     sep_chains: dict[str, tuple[str, ...]] = {}
-    seen: dict[tuple[str, int], str] = {}
 
-    validated = []
-    for port in ports:
-        proto = _protocol(port.protocol)
-        published = _port(port.published, "published port")
-        if not isinstance(port.service_id, str) or not port.service_id:
-            raise ValueError(f"service id must be a non-empty string, got {port.service_id!r}")
-        other = seen.setdefault((proto, published), port.service_id)
-        if other != port.service_id:
-            raise ValueError(f"port {published}/{proto} is published by both {other} and {port.service_id}")
-        validated.append((published, proto, port))
-    # Sorted so that the input order never shows up as a diff.
-    validated.sort(key=lambda item: (item[0], item[1], item[2].service_id))
-
-    for published, proto, port in validated:
+    for published, proto, port in _validated_ports(ports):
         comment = _comment(f"{port.service_name}:{published}/{proto}")
         endpoints = dict(
             _endpoint_chain(port, proto, published, endpoint, node_ip) for endpoint in port.endpoints

@@ -39,33 +39,22 @@ Modelled on swarmkit's replicated and global orchestrators, restart supervisor, 
   tasks that are no longer wanted go first. Tasks still being stopped are never deleted. Slots dropped by
   a scale-down and global nodes that left the cluster keep no history. With `max_attempts` set, a slot
   keeps at least max_attempts + 1 tasks (attempts first) so that the attempts stay countable.
+
+The parts with no slot bookkeeping live in their own modules, re-exported here where they were public:
+restart_policy (restart_time, slot_history_limit), scale_down (scale_down_choice) and task_digest
+(task_spec_digest).
 """
 
 from __future__ import annotations
 
-import hashlib
-import heapq
-import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pyswarm.model import (
-    Availability,
-    Node,
-    NodeStatus,
-    RestartCondition,
-    Service,
-    ServiceMode,
-    ServiceSpec,
-    Task,
-    TaskState,
-)
+from pyswarm.model import Availability, Node, NodeStatus, Service, ServiceMode, Task, TaskState
 from pyswarm.planners.constraints import node_matches
-
-# States of a task that stopped on its own while wanted running: these count as restart attempts.
-_SELF_ENDED = frozenset({TaskState.COMPLETE, TaskState.FAILED, TaskState.REJECTED})
-_FAILURES = frozenset({TaskState.FAILED, TaskState.REJECTED})
+from pyswarm.planners.restart_policy import SELF_ENDED, restart_time, slot_history_limit
+from pyswarm.planners.scale_down import scale_down_choice
+from pyswarm.planners.task_digest import task_spec_digest
 
 REASON_SCALE_DOWN = "scale down"
 REASON_DUPLICATE = "duplicate task for the slot"
@@ -99,63 +88,6 @@ class ReconcilePlan:
     @property
     def empty(self) -> bool:
         return not (self.create or self.shutdown or self.delete)
-
-
-# --- spec digest ------------------------------------------------------------------------------------
-
-# id(spec) -> (spec, digest). Specs are frozen, so the digest of a given object never changes; keeping the
-# spec itself in the entry keeps its id from being reused while cached.
-_digest_cache: dict[int, tuple[ServiceSpec, str]] = {}
-_DIGEST_CACHE_SIZE = 16384
-
-
-def task_spec_digest(spec: ServiceSpec) -> str:
-    """A stable digest of what a task's container is made from: image, command, env, labels, ports and
-    force_update. Replicas, constraints, placement and restart policy are not in it: changing them does
-    not replace running tasks."""
-    cached = _digest_cache.get(id(spec))
-    if cached is not None and cached[0] is spec:
-        return cached[1]
-    document = {
-        "image": spec.image,
-        "command": list(spec.command),
-        "env": list(spec.env),
-        "labels": sorted(spec.labels.items()),
-        "ports": [[p.published, p.target, p.protocol.value, p.mode.value] for p in spec.ports],
-        "force_update": spec.force_update,
-    }
-    encoded = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    digest = hashlib.sha256(encoded).hexdigest()[:16]
-    if len(_digest_cache) >= _DIGEST_CACHE_SIZE:
-        _digest_cache.clear()
-    _digest_cache[id(spec)] = (spec, digest)
-    return digest
-
-
-# --- scale-down choice ------------------------------------------------------------------------------
-
-
-def scale_down_choice(tasks: Sequence[Task], count: int) -> list[Task]:
-    """The `count` tasks to remove when scaling down, in removal order (swarmkit's preference):
-    tasks not yet running first (unassigned ones before assigned ones), then tasks on the nodes holding
-    the most of these tasks, then the highest slot.
-
-    "Most loaded node" is re-evaluated after every removal: each task is ranked by its ordinal on its
-    node (running and low slots get the low ordinals), and the highest ordinals go first, which keeps the
-    remaining tasks as balanced across nodes as they were.
-    """
-    if count <= 0:
-        return []
-    by_node: dict[str, list[Task]] = {}
-    for task in tasks:
-        by_node.setdefault(task.node_id, []).append(task)
-    ranked: list[tuple[bool, bool, int, int, str, Task]] = []
-    for node_tasks in by_node.values():
-        node_tasks.sort(key=lambda t: (t.state is not TaskState.RUNNING, t.slot, t.id))
-        for ordinal, task in enumerate(node_tasks, start=1):
-            running = task.state is TaskState.RUNNING
-            ranked.append((running, bool(task.node_id), -ordinal, -task.slot, task.id, task))
-    return [entry[-1] for entry in heapq.nsmallest(count, ranked, key=lambda entry: entry[:5])]
 
 
 # --- planning ---------------------------------------------------------------------------------------
@@ -358,7 +290,7 @@ class _Planner:
         elif ended.spec_digest != self.digest:
             slot.status = _RESTART  # the spec changed since: run the new one, whatever the policy said
         else:
-            restart_at = self.restart_time(slot, ended)
+            restart_at = restart_time(self.spec.restart_policy, ended, slot.tasks)
             if restart_at is None:
                 slot.status = _RETIRED
             elif restart_at > self.now:
@@ -368,30 +300,6 @@ class _Planner:
                 slot.status = _RESTART
         if self.is_global and slot.status in (_REPLACE, _RESTART) and not self.takes_new_task(str(slot.key)):
             slot.status = _HELD  # paused or not ready: replaced when the node takes tasks again
-
-    def restart_time(self, slot: _Slot, ended: Task) -> float | None:
-        """When the restart policy lets `ended` be replaced, or None if it never does."""
-        policy = self.spec.restart_policy
-        if policy.condition is RestartCondition.NONE:
-            return None
-        if policy.condition is RestartCondition.ON_FAILURE and ended.state not in _FAILURES:
-            return None
-        if policy.max_attempts > 0:
-            # Each earlier self-ended task of the same spec was followed by a restart. Counting back from
-            # when `ended` ended (not from now) keeps the verdict stable.
-            since = ended.state_changed_at - policy.window if policy.window > 0 else -math.inf
-            restarts = sum(
-                1
-                for t in slot.tasks
-                if t is not ended
-                and t.state in _SELF_ENDED
-                and t.spec_digest == ended.spec_digest
-                and t.created_at <= ended.created_at
-                and t.state_changed_at >= since
-            )
-            if restarts >= policy.max_attempts:
-                return None
-        return ended.state_changed_at + max(0.0, policy.delay)
 
     def wake(self, at: float) -> None:
         if self.plan.wake_at is None or at < self.plan.wake_at:
@@ -489,9 +397,7 @@ class _Planner:
     def forget(self, history_limit: int) -> None:
         # Settled slots hold a single task: never above the limit.
         policy = self.spec.restart_policy
-        limit = max(1, history_limit)
-        if policy.max_attempts > 0:
-            limit = max(limit, policy.max_attempts + 1)  # the attempts must stay countable
+        limit = slot_history_limit(policy, history_limit)
         shutdown = self.plan.shutdown
         for slot in self.slots.values():
             size = len(slot.tasks) + slot.created
@@ -508,7 +414,7 @@ class _Planner:
             ]
             if not abandoned:
                 # Oldest first; when attempts are counted, tasks that are not attempts go before those that are.
-                deletable.sort(key=lambda t: (policy.max_attempts > 0 and t.state in _SELF_ENDED, t.created_at, t.id))
+                deletable.sort(key=lambda t: (policy.max_attempts > 0 and t.state in SELF_ENDED, t.created_at, t.id))
                 deletable = deletable[: size - limit]
             self.plan.delete.extend(t.id for t in deletable)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import docker
 import pytest
 
-from pyswarm.lab import Lab, LabExecError, Node
+from pyswarm.lab import Lab, LabExecError, LabNode
 from pyswarm.lab.lab import LAB_DAEMONS
 from pyswarm.lab.ssh import BEGIN_MARK
 from pyswarm.lab.sysutil import (
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 LAB_CLI = [sys.executable, "-c", "import sys; from pyswarm.cli.lab_cmds import lab; lab()"]
 
 
-def engine(node: Node) -> docker.DockerClient:
+def engine(node: LabNode) -> docker.DockerClient:
     return docker.DockerClient(base_url=node.docker_host, timeout=30)
 
 
@@ -67,13 +67,13 @@ except OSError as e:
 """
 
 
-def connect_from(lab: Lab, node: Node, addr: str, port: int) -> bool:
+def connect_from(lab: Lab, node: LabNode, addr: str, port: int) -> bool:
     out = lab.exec(node, [sys.executable, "-c", CONNECT, addr, str(port)], timeout=30).stdout
     return out.strip() == "ok"
 
 
 @pytest.fixture
-def nginx_container(lab: Lab) -> Iterator[tuple[Node, docker.models.containers.Container]]:
+def nginx_container(lab: Lab) -> Iterator[tuple[LabNode, docker.models.containers.Container]]:
     node = lab.nodes[0]
     client = engine(node)
     c = client.containers.run("nginx:latest", detach=True, ports={"80/tcp": None})
@@ -198,7 +198,7 @@ def test_cut_isolates_and_heal_restores(lab: Lab) -> None:
 
 
 def test_nginx_answers_with_container_hostname(
-    lab: Lab, nginx_container: tuple[Node, docker.models.containers.Container]
+    lab: Lab, nginx_container: tuple[LabNode, docker.models.containers.Container]
 ) -> None:
     node, c = nginx_container
     c.reload()

@@ -6,6 +6,7 @@ started is stopped and every namespace deleted, pass or fail."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -17,7 +18,7 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from pyswarm.drivers.host import (
     HostCommandTimeout,
     HostError,
     HostKeyError,
+    HostKeyMismatch,
     HostUnreachable,
     IngressApplier,
     IngressApplyError,
@@ -38,6 +40,7 @@ from pyswarm.drivers.host import (
     SshHost,
     build_remote_command,
     host_for_url,
+    trust_pinned_host_key,
 )
 from pyswarm.model import Endpoint, Protocol
 from pyswarm.planners.ingress import IngressPort, RuleSet, render_node_rules
@@ -169,6 +172,7 @@ def test_unknown_host_key_is_refused_with_instructions() -> None:
     policy = RejectUnknownHostKey("192.0.2.10", 2222)
     with pytest.raises(HostKeyError) as caught:
         policy.missing_host_key(paramiko.SSHClient(), "[192.0.2.10]:2222", key)
+    assert not isinstance(caught.value, HostKeyMismatch)  # unknown is not a pin mismatch
     message = str(caught.value)
     assert key.fingerprint in message
     assert "ssh-keyscan -t ssh-rsa -p 2222 192.0.2.10 >> ~/.ssh/known_hosts" in message
@@ -178,8 +182,9 @@ def test_pinned_host_key() -> None:
     key, other = _key(), _key()
     policy = PinnedHostKey(key.fingerprint)
     policy.missing_host_key(paramiko.SSHClient(), "h", key)  # accepted
-    with pytest.raises(HostKeyError, match="not the pinned"):
+    with pytest.raises(HostKeyMismatch, match="not the pinned") as caught:
         policy.missing_host_key(paramiko.SSHClient(), "h", other)
+    assert isinstance(caught.value, HostKeyError) and isinstance(caught.value, HostError)
     with pytest.raises(ValueError):
         PinnedHostKey("MD5:aa:bb")
     assert isinstance(SshHost("h", host_key_fingerprint=key.fingerprint, ssh_config=None).policy, PinnedHostKey)
@@ -213,6 +218,117 @@ def test_host_for_url() -> None:
         host_for_url("http://x")
     with pytest.raises(ValueError):
         host_for_url("tcp://x:1", ssh_target="root@host:notaport")
+
+
+# ---------------------------------------------------------------------------------------------- pinned key, served
+
+Handler = Callable[[socket.socket], None]
+
+
+@contextlib.contextmanager
+def serving(handle: Handler) -> Iterator[int]:
+    """A TCP server on 127.0.0.1 that hands each connection to handle (in its own thread); yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+    workers: list[threading.Thread] = []
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            conn.settimeout(None)
+            worker = threading.Thread(target=handle, args=(conn,), daemon=True)
+            workers.append(worker)
+            worker.start()
+
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        acceptor.join(5)
+        listener.close()
+        for worker in workers:
+            worker.join(5)
+
+
+def key_exchange_only(key: paramiko.PKey) -> Handler:
+    """An SSH server (paramiko, in process: no root, no sshd) that offers key and stops after the key exchange:
+    all that trust_pinned_host_key and a host-key check need."""
+
+    def handle(conn: socket.socket) -> None:
+        transport = paramiko.Transport(conn)
+        transport.add_server_key(key)
+        try:
+            with contextlib.suppress(paramiko.SSHException, EOFError, OSError):
+                transport.start_server(server=paramiko.ServerInterface())
+                transport.join(5)  # until the client hangs up
+        finally:
+            transport.close()
+
+    return handle
+
+
+def not_ssh(conn: socket.socket) -> None:
+    with conn:
+        conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+
+
+def test_trust_pinned_host_key_records_the_pinned_key(tmp_path: Path) -> None:
+    key = _key()
+    known_hosts = tmp_path / "ssh" / "known_hosts"
+    with serving(key_exchange_only(key)) as port:
+        line = trust_pinned_host_key("127.0.0.1", port, key.fingerprint, known_hosts=known_hosts, timeout=5)
+        assert line == f"[127.0.0.1]:{port} ssh-rsa {key.get_base64()}"
+        assert known_hosts.read_text() == f"{line}\n"
+        assert trust_pinned_host_key("127.0.0.1", port, key.fingerprint, known_hosts=known_hosts) is None
+
+
+def test_trust_pinned_host_key_raises_host_key_mismatch_for_another_key(tmp_path: Path) -> None:
+    key, pinned = _key(), _key()
+    known_hosts = tmp_path / "known_hosts"
+    with serving(key_exchange_only(key)) as port, pytest.raises(HostKeyMismatch, match="not the pinned") as caught:
+        trust_pinned_host_key("127.0.0.1", port, pinned.fingerprint, known_hosts=known_hosts, timeout=5)
+    assert isinstance(caught.value, HostKeyError) and isinstance(caught.value, HostError)
+    assert key.fingerprint in str(caught.value) and pinned.fingerprint in str(caught.value)
+    assert not known_hosts.exists()  # nothing recorded
+
+
+def test_trust_pinned_host_key_other_failures_are_no_mismatch(tmp_path: Path) -> None:
+    fingerprint = _key().fingerprint
+    known_hosts = tmp_path / "known_hosts"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]  # closed again: nothing listens there
+    with pytest.raises(HostUnreachable, match="cannot reach") as unreachable:
+        trust_pinned_host_key("127.0.0.1", closed, fingerprint, known_hosts=known_hosts, timeout=2)
+    with serving(not_ssh) as port, pytest.raises(HostUnreachable, match="handshake failed") as not_a_server:
+        trust_pinned_host_key("127.0.0.1", port, fingerprint, known_hosts=known_hosts, timeout=2)
+    for caught in (unreachable, not_a_server):
+        assert not isinstance(caught.value, HostKeyMismatch | HostKeyError)
+    with pytest.raises(ValueError, match="fingerprint"):
+        trust_pinned_host_key("127.0.0.1", closed, "MD5:aa:bb", known_hosts=known_hosts)
+    assert not known_hosts.exists()
+
+
+def test_ssh_host_pinned_to_another_key_raises_host_key_mismatch() -> None:
+    key, pinned = _key(), _key()
+    with serving(key_exchange_only(key)) as port:
+        host = SshHost("127.0.0.1", user="root", port=port, host_key_fingerprint=pinned.fingerprint, ssh_config=None)
+        with pytest.raises(HostKeyMismatch, match="not the pinned"):
+            host.run(["true"])
+        # Unknown to known_hosts (no pin): refused too, but that is no mismatch.
+        empty = SshHost("127.0.0.1", user="root", port=port, ssh_config=None)
+        empty.known_hosts_files = []
+        with pytest.raises(HostKeyError, match="unknown SSH host key") as caught:
+            empty.run(["true"])
+        assert not isinstance(caught.value, HostKeyMismatch)
 
 
 # ---------------------------------------------------------------------------------------------- applier
@@ -479,6 +595,7 @@ def test_ssh_unknown_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     host = ssh_host(sshd, known_hosts=empty)
     with pytest.raises(HostKeyError) as caught:
         host.run(["true"])
+    assert not isinstance(caught.value, HostKeyMismatch)
     assert sshd.host_key.fingerprint in str(caught.value)
     assert f"ssh-keyscan -t ssh-ed25519 -p {sshd.port} 127.0.0.1" in str(caught.value)
 
@@ -487,8 +604,9 @@ def test_ssh_changed_host_key_is_refused(sshd: Sshd, tmp_path: Path) -> None:
     other = paramiko.Ed25519Key(filename=str(sshd.client_key))  # any other ed25519 key
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"[127.0.0.1]:{sshd.port} ssh-ed25519 {other.get_base64()}\n")
-    with pytest.raises(HostKeyError, match="changed"):
+    with pytest.raises(HostKeyError, match="changed") as caught:
         ssh_host(sshd, known_hosts=wrong).run(["true"])
+    assert not isinstance(caught.value, HostKeyMismatch)  # known_hosts disagrees: no pin involved
 
 
 def test_ssh_pinned_fingerprint(sshd: Sshd, tmp_path: Path) -> None:
@@ -498,7 +616,7 @@ def test_ssh_pinned_fingerprint(sshd: Sshd, tmp_path: Path) -> None:
     finally:
         host.close()
     other = paramiko.Ed25519Key(filename=str(sshd.client_key))
-    with pytest.raises(HostKeyError, match="not the pinned"):
+    with pytest.raises(HostKeyMismatch, match="not the pinned"):
         ssh_host(sshd, known_hosts=None, host_key_fingerprint=other.fingerprint).run(["true"])
 
 
