@@ -1,4 +1,5 @@
-"""What every benchmark shares: figures with goals, one fresh process per scenario, the table and the JSON.
+"""What every benchmark shares: figures with goals, one fresh process per scenario, the machine it ran on.
+bench/report.py turns the results into the table and the JSON file.
 
 A scenario runs in a child process (`python -m bench _run KIND ARGS-JSON`) so that its peak memory
 (ru_maxrss) is its own and no thread or cache of one scenario slows the next one down. The child prints one
@@ -15,15 +16,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+from bench.cpu import load_average
 
-RESULTS_DIR = Path("bench-results")
+ROOT = Path(__file__).resolve().parent.parent  # the checkout bench/ belongs to
 RESULT_MARK = "BENCH-RESULT "
 
 
@@ -73,8 +72,7 @@ def run_child(kind: str, args: dict[str, Any], timeout: float) -> dict[str, Any]
     command = [sys.executable, "-m", "bench", "_run", kind, json.dumps(args)]
     # The child finds bench/ wherever it is run from, and keeps its files in a directory removed even if
     # it has to be killed.
-    root = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="pyswarm-bench-") as tmp:
         try:
@@ -104,48 +102,5 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
-        "loadavg": os.getloadavg(),  # wall times mean little on a machine others keep busy
+        "loadavg": load_average(),  # wall times mean little on a machine others keep busy
     }
-
-
-def write_json(kind: str, runs: list[dict[str, Any]], path: Path | None) -> Path:
-    if path is None:
-        RESULTS_DIR.mkdir(exist_ok=True)
-        path = RESULTS_DIR / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    document = {"kind": kind, "created_at": time.time(), "environment": environment(), "runs": runs}
-    path.write_text(json.dumps(document, indent=2) + "\n")
-    return path
-
-
-def render_table(
-    title: str, runs: list[dict[str, Any]], figures: Callable[[dict[str, Any]], list[Figure]], console: Console
-) -> bool:
-    """Print scenario / figure / value / goal / met; returns whether every goal was met."""
-    table = Table(title=title)
-    for column in ("scenario", "figure", "value", "goal", "met?"):
-        table.add_column(column, justify="right" if column == "value" else "left")
-    all_met = True
-    for run in runs:
-        name = str(run.get("scenario", run.get("kind", "?")))
-        if "error" in run:
-            table.add_row(name, "[red]failed[/]", str(run["error"])[:60], "", "[red]no[/]")
-            console.print(f"[red]{name}: {run['error']}[/]")
-            all_met = False
-        for figure in figures(run):
-            value = run.get(figure.key)
-            if value is None:
-                continue
-            met = ""
-            if figure.goal is not None:
-                ok = figure.goal.met(float(value))
-                all_met = all_met and ok
-                met = "[green]yes[/]" if ok else "[red]no[/]"
-            goal = figure.goal.text(figure.unit) if figure.goal else ""
-            shown = value if isinstance(value, str) else format_value(float(value), figure.unit)
-            table.add_row(name, figure.label, shown, goal, met)
-            name = ""
-        table.add_section()
-    console.print(table)
-    return all_met

@@ -12,7 +12,6 @@ Two ways to measure:
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import tempfile
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Figure, Goal, peak_rss_mib
+from bench.cpu import by_thread_kind, process_cpu, thread_cpu
 
 GOAL_CPU_PERCENT = 2.0
 
@@ -53,33 +53,10 @@ def figures(run: dict[str, Any]) -> list[Figure]:
 # --- in process, against MemoryEngines ---------------------------------------------------------------
 
 
-def _thread_cpu() -> dict[int, float]:
-    """CPU seconds per native thread id of this process (Linux)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    result: dict[int, float] = {}
-    for entry in Path("/proc/self/task").iterdir():
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # the thread ended meanwhile
-        result[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
-    return result
-
-
-def _by_thread_kind(before: dict[int, float], after: dict[int, float]) -> dict[str, float]:
-    """CPU seconds in the window, summed over threads of the same kind (name without its node suffix)."""
-    names = {t.native_id: t.name for t in threading.enumerate() if t.native_id is not None}
-    spent: dict[str, float] = {}
-    for tid, cpu in after.items():
-        name = names.get(tid, "ended or native")
-        kind = name.split("-")[0] if name != "MainThread" else name
-        spent[kind] = spent.get(kind, 0.0) + cpu - before.get(tid, 0.0)
-    return {k: round(v, 4) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0}
-
-
 def run(args: IdleArgs, result: dict[str, Any] | None = None) -> dict[str, Any]:
-    from pyswarm.drivers.engine import Engine, MemoryEngine
-    from pyswarm.manager.core import Manager, Settings
+    from pyswarm.drivers.engine import Engine, MemoryEngine, TlsFiles
+    from pyswarm.manager.manager import Manager
+    from pyswarm.manager.settings import Settings
     from pyswarm.model import Availability, NodeStatus, ServiceSpec, TaskState
 
     result = {} if result is None else result
@@ -87,26 +64,26 @@ def run(args: IdleArgs, result: dict[str, Any] | None = None) -> dict[str, Any]:
     urls = [f"ssh://root@10.0.0.{i}" for i in range(1, args.nodes + 1)]
     engines = {url: MemoryEngine(url, hostname=f"node-{i:02d}") for i, url in enumerate(urls, 1)}
 
-    def factory(url: str, timeout: float) -> Engine:
+    def factory(url: str, timeout: float, tls: TlsFiles | None = None) -> Engine:
         return engines[url]
 
     tmp = Path(tempfile.mkdtemp(prefix="pyswarm-bench-idle-"))
     manager = Manager(Settings(data_dir=tmp / "data"), engine_factory=factory)  # default timings
     try:
-        manager.initialise(urls[0], "10.0.0.1", Availability.ACTIVE)
+        manager.registration.initialise(urls[0], "10.0.0.1", Availability.ACTIVE)
         for url in urls[1:]:
-            manager.add_node(url, url.split("@")[1], None)
+            manager.registration.add_node(url, url.split("@")[1], None)
         manager.start()
         per_service, extra = divmod(args.tasks, args.services)
         for i in range(args.services):
-            manager.create_service(
+            manager.services.create(
                 ServiceSpec(name=f"idle-{i:03d}", image="nginx", replicas=per_service + (1 if i < extra else 0))
             )
         deadline = time.monotonic() + args.timeout
         while True:
-            with manager.lock:
-                ready = all(n.status is NodeStatus.READY for n in manager.nodes.values())
-                running = sum(1 for t in manager.tasks.values() if t.state is TaskState.RUNNING)
+            counts = manager.read.counts()
+            ready = counts.all_nodes(NodeStatus.READY)
+            running = counts.tasks.get(TaskState.RUNNING.value, 0)
             if ready and running == args.tasks:
                 break
             if time.monotonic() > deadline:
@@ -115,19 +92,19 @@ def run(args: IdleArgs, result: dict[str, Any] | None = None) -> dict[str, Any]:
         time.sleep(args.settle)
 
         # The window: this thread only sleeps, so the process's CPU time is the manager's.
-        changes_before = manager.wait_for_change(-1, 0)
-        threads_before = _thread_cpu()
+        changes_before = manager.state.wait_for_change(-1, 0)
+        threads_before = thread_cpu()
         cpu_before, wall_before = time.process_time(), time.monotonic()
         time.sleep(args.duration)
         cpu_after, wall_after = time.process_time(), time.monotonic()
-        threads_after = _thread_cpu()
-        changes_after = manager.wait_for_change(-1, 0)
+        threads_after = thread_cpu()
+        changes_after = manager.state.wait_for_change(-1, 0)
 
         wall = wall_after - wall_before
         result["duration_s"] = wall
         result["cpu_s"] = cpu_after - cpu_before
         result["cpu_percent"] = 100.0 * (cpu_after - cpu_before) / wall
-        result["cpu_by_thread"] = _by_thread_kind(threads_before, threads_after)
+        result["cpu_by_thread"] = by_thread_kind(threads_before, threads_after)
         result["changes"] = changes_after - changes_before
         result["threads"] = threading.active_count()
         result["peak_rss_mib"] = peak_rss_mib()
@@ -138,15 +115,6 @@ def run(args: IdleArgs, result: dict[str, Any] | None = None) -> dict[str, Any]:
 
 
 # --- a running manager (the lab's) -------------------------------------------------------------------
-
-
-def _proc_cpu(pid: int) -> tuple[float, float]:
-    """(own utime+stime, waited-for children's) of a process, in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    own = (int(fields[11]) + int(fields[12])) / tick
-    children = (int(fields[13]) + int(fields[14])) / tick
-    return own, children
 
 
 def lab_pid_file(lab_dir: Path | None, node: str) -> Path:
@@ -179,10 +147,10 @@ def measure_pid(pid: int, duration: float, scenario: str, data_dir: Path | None 
     result: dict[str, Any] = {"kind": "idle", "mode": "process", "scenario": scenario, "pid": pid}
     if data_dir is not None:
         result.update(_state_counts(data_dir))
-    own_before, children_before = _proc_cpu(pid)
+    own_before, children_before = process_cpu(pid)
     wall_before = time.monotonic()
     time.sleep(duration)
-    own_after, children_after = _proc_cpu(pid)
+    own_after, children_after = process_cpu(pid)
     wall = time.monotonic() - wall_before
     result["duration_s"] = wall
     result["cpu_s"] = own_after - own_before

@@ -1,6 +1,6 @@
 """Ingress throughput: requests/s through pyswarm's routing mesh, entering at a node that runs no task,
 against requests/s straight to the task. Part of `python -m bench swarm` (scenario `mesh`) and runnable
-alone as `python -m bench mesh`; bench/swarm.py brings up the service, this module drives the load.
+alone as `python -m bench mesh`; bench/swarm/scenarios.py brings up the service, this module drives the load.
 
 The load tool is wrk (Debian's 4.1): a C event loop, so on this 2-core machine it takes far less CPU per
 request than any Python client would, and what it measures is mostly nginx, dockerd's DNAT and the kernel.
@@ -18,7 +18,6 @@ has none, so every published port refuses connections (see `swarm_mesh_evidence`
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import statistics
@@ -28,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from bench.cpu import CLOCK_TICK, machine_jiffies
 
 WRK = "wrk"
 # An HTTP header wrk sends on every request to make each one a new TCP connection (and a new NAT entry).
@@ -96,12 +97,6 @@ def parse_wrk(output: str) -> WrkResult:
     )
 
 
-def _machine_cpu() -> tuple[int, int, int]:
-    """(total, idle + iowait, softirq) jiffies of all cores."""
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return sum(fields), fields[3] + fields[4], fields[6]
-
-
 def run_wrk(
     url: str, args: MeshArgs, threads: int | None = None, connections: int | None = None, duration: float | None = None
 ) -> WrkResult:
@@ -111,14 +106,14 @@ def run_wrk(
     argv = [WRK, f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--latency"]
     if args.new_connections:
         argv += ["-H", CLOSE_HEADER]
-    before = _machine_cpu()
+    before = machine_jiffies()
     done = subprocess.run([*argv, url], capture_output=True, text=True, timeout=duration + 60, check=False)
-    after = _machine_cpu()
+    after = machine_jiffies()
     if done.returncode != 0:
         raise RuntimeError(f"wrk exited {done.returncode}: {done.stderr.strip() or done.stdout.strip()}")
     result = parse_wrk(done.stdout)
     total, idle, softirq = (a - b for a, b in zip(after, before, strict=True))
-    busy_s = (total - idle) / os.sysconf("SC_CLK_TCK")
+    busy_s = (total - idle) / CLOCK_TICK
     return replace(
         result,
         cpu_busy_pct=round(100 * (total - idle) / max(1, total), 1),

@@ -4,7 +4,7 @@ of in-process MemoryEngines, which start containers instantly. It measures the c
 One run, in its own process:
 
 1. register N nodes (`initialise` + `add_node`, as `swarm init` / `swarm join` do) and wait until all are Ready;
-2. create S services through `Manager.create_service` (each one written to SQLite before the call returns),
+2. create S services through the manager's service commands (each one written to SQLite before the call returns),
    T tasks in total, each service publishing one ingress port;
 3. poll the state file through a second, read-only SQLite connection until it says every task has a node
    ("placed") and then that every task is running ("running"): both clocks start at the first create, so
@@ -17,7 +17,6 @@ One run, in its own process:
 
 from __future__ import annotations
 
-import os
 import shutil
 import sqlite3
 import statistics
@@ -29,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import Figure, Goal, peak_rss_mib
-from pyswarm.drivers.engine import Engine, MemoryEngine
-from pyswarm.manager.core import Manager, Settings
-from pyswarm.manager.ingress import desired_ingress_ports
+from bench.cpu import load_average
+from pyswarm.drivers.engine import Engine, MemoryEngine, TlsFiles
+from pyswarm.manager.manager import Manager
+from pyswarm.manager.settings import Settings
 from pyswarm.manager.store import STATE_FILE
 from pyswarm.model import Availability, NodeStatus, PortConfig, ServiceSpec, TaskState
 from pyswarm.planners.ingress import (
@@ -102,7 +102,7 @@ class _Cluster:
         self.urls = [f"ssh://root@10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(1, nodes + 1)]
         self.engines = {url: MemoryEngine(url, hostname=f"node-{i:05d}") for i, url in enumerate(self.urls, 1)}
 
-    def factory(self, url: str, timeout: float) -> Engine:
+    def factory(self, url: str, timeout: float, tls: TlsFiles | None = None) -> Engine:
         return self.engines[url]
 
     @staticmethod
@@ -149,18 +149,18 @@ def _time_passes(manager: Manager, passes: int, replan_all: bool) -> float:
     """Median time of one reconcile pass. Holding the manager's lock keeps the loop thread out meanwhile."""
     times = []
     for _ in range(passes):
-        with manager.lock:
+        with manager.state.lock:
             if replan_all:
-                manager.replan_all()
+                manager.orchestrator.replan_all()
             began = time.perf_counter()
-            manager.reconcile_once()
+            manager.orchestrator.reconcile_once()
             times.append(time.perf_counter() - began)
     return statistics.median(times)
 
 
 def _ingress_ports(manager: Manager) -> tuple[IngressPort, ...]:
     """What the mesh sync computes on every change."""
-    return desired_ingress_ports(manager)
+    return manager.read.ingress_ports()
 
 
 def _measure_ingress(manager: Manager, node_addr: str) -> dict[str, Any]:
@@ -200,6 +200,75 @@ def _measure_ingress(manager: Manager, node_addr: str) -> dict[str, Any]:
     }
 
 
+def _register_nodes(manager: Manager, cluster: _Cluster, timeout: float) -> float:
+    """Every node in, as `swarm init` / `swarm join` do, and the manager started; seconds until all are Ready."""
+    began = time.perf_counter()
+    manager.registration.initialise(cluster.urls[0], cluster.addr(cluster.urls[0]), Availability.ACTIVE)
+    for url in cluster.urls[1:]:
+        manager.registration.add_node(url, cluster.addr(url), None)
+    manager.start()
+    _wait(
+        lambda: manager.read.counts().all_nodes(NodeStatus.READY),
+        timeout,
+        "all nodes ready",
+    )
+    return time.perf_counter() - began
+
+
+def _create_services(manager: Manager, args: SimArgs) -> None:
+    """`services` services sharing `tasks` replicas, each publishing its own ingress port."""
+    per_service, extra = divmod(args.tasks, args.services)
+    for i in range(args.services):
+        manager.services.create(
+            ServiceSpec(
+                name=f"svc-{i:05d}",
+                image="nginx",
+                replicas=per_service + (1 if i < extra else 0),
+                ports=(PortConfig(published=FIRST_PORT + i, target=80),),
+            )
+        )
+
+
+def _wait_all_running(
+    probe: _StoreProbe, args: SimArgs, began: float, result: dict[str, Any]
+) -> tuple[float, float, int]:
+    """Poll the store until every task is placed and then running: (placed_at, running_at, peak threads).
+    Records the progress in `result`, and what was reached if it times out."""
+    placed_at = running_at = None
+    peak_threads = 0
+    deadline = time.monotonic() + args.timeout
+    progress: list[tuple[float, int, int]] = []  # (seconds since the first create, placed, running)
+    result["progress"] = progress
+    while running_at is None:
+        total, placed, running = probe.counts()
+        now = time.perf_counter()
+        progress.append((round(now - began, 3), placed, running))
+        peak_threads = max(peak_threads, threading.active_count())
+        # Counting tasks in the store, not the wanted ones: one replaced on the way would be extra.
+        if placed_at is None and placed >= args.tasks:
+            placed_at = now
+        if running >= args.tasks:
+            running_at = now
+            break
+        if time.monotonic() > deadline:
+            result.update(running_at_timeout=running, tasks_at_timeout=total, peak_rss_mib=peak_rss_mib())
+            raise TimeoutError(f"{running:,} of {args.tasks:,} tasks running after {args.timeout:.0f} s")
+        time.sleep(0.1)
+    assert placed_at is not None
+    return placed_at, running_at, peak_threads
+
+
+def _cross_check(manager: Manager, cluster: _Cluster, probe: _StoreProbe, tasks: int) -> dict[str, Any]:
+    """The engines hold exactly one container per task, the manager agrees with its store."""
+    containers = sum(len(e.state.containers) for e in cluster.engines.values())
+    in_memory = manager.read.counts().tasks.get(TaskState.RUNNING.value, 0)
+    return {
+        "containers": containers,
+        "extra_tasks": probe.counts()[0] - tasks,  # replaced on the way (failed, rejected)
+        "all_running": containers == tasks and in_memory == tasks,
+    }
+
+
 def run(args: SimArgs, result: dict[str, Any] | None = None) -> dict[str, Any]:
     """One scenario, in this process. Fills in and returns `result`, the raw figures (partly filled in if
     it raises)."""
@@ -211,71 +280,27 @@ def run(args: SimArgs, result: dict[str, Any] | None = None) -> dict[str, Any]:
     probe: _StoreProbe | None = None
     peak_threads = threading.active_count()
     try:
-        began = time.perf_counter()
-        manager.initialise(cluster.urls[0], cluster.addr(cluster.urls[0]), Availability.ACTIVE)
-        for url in cluster.urls[1:]:
-            manager.add_node(url, cluster.addr(url), None)
-        manager.start()
-        _wait(
-            lambda: all(n.status is NodeStatus.READY for n in list(manager.nodes.values())),
-            args.timeout,
-            "all nodes ready",
-        )
-        result["setup_s"] = time.perf_counter() - began
+        result["setup_s"] = _register_nodes(manager, cluster, args.timeout)
         time.sleep(1.0)  # let the first resyncs of the nodes finish
         probe = _StoreProbe(tmp / "data" / STATE_FILE)
 
-        per_service, extra = divmod(args.tasks, args.services)
-        result["loadavg_before"] = os.getloadavg()  # others' load on the machine skews wall times
+        result["loadavg_before"] = load_average()  # others' load on the machine skews wall times
         cpu_began = time.process_time()
         began = time.perf_counter()
-        for i in range(args.services):
-            manager.create_service(
-                ServiceSpec(
-                    name=f"svc-{i:05d}",
-                    image="nginx",
-                    replicas=per_service + (1 if i < extra else 0),
-                    ports=(PortConfig(published=FIRST_PORT + i, target=80),),
-                )
-            )
+        _create_services(manager, args)
         result["create_s"] = time.perf_counter() - began
-        placed_at = running_at = None
-        deadline = time.monotonic() + args.timeout
-        progress: list[tuple[float, int, int]] = []  # (seconds since the first create, placed, running)
-        result["progress"] = progress
-        while running_at is None:
-            total, placed, running = probe.counts()
-            now = time.perf_counter()
-            progress.append((round(now - began, 3), placed, running))
-            peak_threads = max(peak_threads, threading.active_count())
-            # Counting tasks in the store, not the wanted ones: one replaced on the way would be extra.
-            if placed_at is None and placed >= args.tasks:
-                placed_at = now
-            if running >= args.tasks:
-                running_at = now
-                break
-            if time.monotonic() > deadline:
-                result.update(running_at_timeout=running, tasks_at_timeout=total, peak_rss_mib=peak_rss_mib())
-                raise TimeoutError(f"{running:,} of {args.tasks:,} tasks running after {args.timeout:.0f} s")
-            time.sleep(0.1)
-        assert placed_at is not None
+        placed_at, running_at, waited_threads = _wait_all_running(probe, args, began, result)
+        peak_threads = max(peak_threads, waited_threads)
         # CPU of the whole process (every thread), but the probe's.
         result["probe_cpu_s"] = probe.cpu_s
         result["cpu_s"] = time.process_time() - cpu_began - probe.cpu_s
         result["cpu_us_per_task"] = result["cpu_s"] / args.tasks * 1e6
-        result["loadavg_after"] = os.getloadavg()
+        result["loadavg_after"] = load_average()
         result["placed_s"] = placed_at - began
         result["running_s"] = running_at - began
         result["placed_per_s"] = args.tasks / result["placed_s"]
         result["running_per_s"] = args.tasks / result["running_s"]
-
-        # Cross-checks: the engines hold exactly one container per task, the manager agrees with its store.
-        containers = sum(len(e.state.containers) for e in cluster.engines.values())
-        with manager.lock:
-            in_memory = sum(1 for t in manager.tasks.values() if t.state is TaskState.RUNNING)
-        result["containers"] = containers
-        result["extra_tasks"] = probe.counts()[0] - args.tasks  # replaced on the way (failed, rejected)
-        result["all_running"] = containers == args.tasks and in_memory == args.tasks
+        result.update(_cross_check(manager, cluster, probe, args.tasks))
 
         time.sleep(0.5)  # let the loop's last pass and the events of the starts settle
         result["steady_pass_s"] = _time_passes(manager, args.passes, replan_all=False)

@@ -11,7 +11,8 @@ from rich.console import Console
 
 from bench import mesh
 from bench.__main__ import main as bench_main
-from bench.swarm import Stat, _epoch, render, summarise, timeline
+from bench.swarm.observe import docker_epoch, timeline
+from bench.swarm.report import Stat, render, summarise
 
 WRK_OUTPUT = """Running 10s test @ http://192.168.39.3:8080/
   2 threads and 32 connections
@@ -47,8 +48,9 @@ def test_wrk_output_without_latency_distribution_is_refused() -> None:
 
 
 def test_docker_timestamps_with_nanoseconds() -> None:
-    assert _epoch("2026-01-02T03:04:05.123456789Z") == pytest.approx(_epoch("2026-01-02T03:04:05Z") + 0.123456)
-    assert _epoch("2026-01-02T03:04:05+01:00") == pytest.approx(_epoch("2026-01-02T02:04:05Z"))
+    nanoseconds = docker_epoch("2026-01-02T03:04:05.123456789Z")
+    assert nanoseconds == pytest.approx(docker_epoch("2026-01-02T03:04:05Z") + 0.123456)
+    assert docker_epoch("2026-01-02T03:04:05+01:00") == pytest.approx(docker_epoch("2026-01-02T02:04:05Z"))
 
 
 def test_timeline_counts_only_tasks_made_after_the_command() -> None:
