@@ -1,1 +1,1 @@
-"""manager layer."""
+"""The manager layer: the Manager (manager.py) and its rooms, the HTTP API (api/), and the store (store/)."""

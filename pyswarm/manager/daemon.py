@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 from pyswarm.manager.files import read_json, write_private_json
 
 if TYPE_CHECKING:
-    from pyswarm.manager.core import Settings
+    from pyswarm.manager.settings import Settings
 
-# The CLI imports this module for the paths and settings below; the manager itself (core, the API,
+# The CLI imports this module for the paths and settings below; the manager itself (its rooms, the API,
 # uvicorn, the docker SDK) is imported only where it is run or built, so client commands start fast.
 
 DEFAULT_DATA_DIR = Path("/var/lib/pyswarm")
@@ -40,7 +40,7 @@ def save_settings(settings: Settings, listen_host: str) -> None:
 
 
 def load_settings(directory: Path) -> tuple[Settings, str]:
-    from pyswarm.manager.core import Settings
+    from pyswarm.manager.settings import Settings
 
     data = read_json(directory / SETTINGS_FILE)
     if data is None:
@@ -56,8 +56,8 @@ def serve(directory: Path) -> None:
     import uvicorn
 
     from pyswarm.manager.api import create_app
-    from pyswarm.manager.core import Manager
     from pyswarm.manager.ingress import MeshSync
+    from pyswarm.manager.manager import Manager
     from pyswarm.manager.store import STATE_FILE
 
     settings, listen_host = load_settings(directory)
@@ -69,7 +69,9 @@ def serve(directory: Path) -> None:
         )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     manager = Manager(settings)
-    manager.ingress = MeshSync(manager)
+    mesh = MeshSync(manager.read, manager.nodes)
+    manager.attach_mesh(mesh)
+    mesh.start()
     manager.start()
     (directory / PID_FILE).write_text(str(os.getpid()))
     config = uvicorn.Config(

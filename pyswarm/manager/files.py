@@ -5,20 +5,28 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 
 def write_private_json(path: Path, data: dict[str, Any]) -> None:
     """Write a 0600 file atomically (its directory made 0700): these files hold tokens."""
-    from pyswarm.manager.store import secure_dir  # only on a write: the store module imports sqlite3
-
     secure_dir(path.parent)
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(data, handle, indent=2)
     os.replace(tmp, path)
+
+
+def secure_dir(path: Path) -> Path:
+    """Create a 0700 directory, or make one that others can read or write private."""
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o700)
+    return path
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

@@ -9,41 +9,47 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from pyswarm.drivers.host import HostError, IngressApplier, host_for_url
-from pyswarm.manager.core import IngressSync, Manager
-from pyswarm.model import Node, NodeStatus
-from pyswarm.planners.containers import endpoints
-from pyswarm.planners.ingress import IngressPort, ingress_ports_for, render_node_rules
+from pyswarm.drivers.host import HostError, HostRunner, IngressApplier, host_for_url
+from pyswarm.manager.nodes import NodeCommands
+from pyswarm.manager.queries import ClusterReader
+from pyswarm.manager.worklist import MeshHook
+from pyswarm.model import Node
+from pyswarm.planners.ingress import IngressPort, render_node_rules
 
 log = logging.getLogger("pyswarm.ingress")
 
-
-def desired_ingress_ports(manager: Manager) -> tuple[IngressPort, ...]:
-    """Every published ingress port of the cluster with its running endpoints, in a stable order."""
-    with manager.lock:
-        ports: list[IngressPort] = []
-        for service in sorted(manager.services.values(), key=lambda s: s.id):
-            if not service.spec.ingress_ports():
-                continue
-            tasks = manager.tasks_by_service.get(service.id, {}).values()
-            ports.extend(ingress_ports_for(service, endpoints(service, tasks, manager.nodes)))
-        return tuple(ports)
+DRIFT_CHECK = 30.0  # seconds between full re-applies, which repair rules changed behind the mesh's back
+APPLY_THREADS = 8
 
 
-class MeshSync(IngressSync):
-    def __init__(self, manager: Manager, drift_check: float = 30.0) -> None:
-        self.manager = manager
+class MeshSync(MeshHook):
+    """Reads the desired ports through the read API, and records each node's outcome through the node
+    commands. host_factory makes a node's host from its engine URL (SSH by default)."""
+
+    def __init__(
+        self,
+        reader: ClusterReader,
+        nodes: NodeCommands,
+        drift_check: float = DRIFT_CHECK,
+        host_factory: Callable[[str], HostRunner] = host_for_url,
+    ) -> None:
+        self.reader = reader
+        self.nodes = nodes
         self.drift_check = drift_check
+        self.host_factory = host_factory
         self._appliers: dict[str, IngressApplier] = {}
         self._applied: dict[str, tuple[IngressPort, ...]] = {}
         self._running: dict[str, Future[None]] = {}
-        self._pool = ThreadPoolExecutor(8, thread_name_prefix="ingress")
+        self._pool = ThreadPoolExecutor(APPLY_THREADS, thread_name_prefix="ingress")
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="ingress", daemon=True)
+
+    def start(self) -> None:
         self._thread.start()
 
     def node_changed(self, node: Node) -> None:
@@ -78,14 +84,9 @@ class MeshSync(IngressSync):
             except Exception:
                 log.exception("ingress sync failed")
 
-    def desired_ports(self) -> tuple[IngressPort, ...]:
-        return desired_ingress_ports(self.manager)
-
     def sync_once(self) -> None:
-        ports = self.desired_ports()
-        with self.manager.lock:
-            nodes = [n for n in self.manager.nodes.values() if n.status is NodeStatus.READY]
-        for node in nodes:
+        ports = self.reader.ingress_ports()
+        for node in self.reader.ready_nodes():
             with self._lock:
                 if self._applied.get(node.id) == ports:
                     continue
@@ -113,27 +114,15 @@ class MeshSync(IngressSync):
             log.warning("ingress on %s: %s", node.hostname, error)
             with self._lock:
                 self._appliers.pop(node.id, None)
-        self._record(node.id, error)
-        if self.desired_ports() != ports:
+        self.nodes.record_ingress(node.id, error)
+        if self.reader.ingress_ports() != ports:
             self._wake.set()
 
     def _applier(self, node: Node) -> IngressApplier:
         with self._lock:
             applier = self._appliers.get(node.id)
         if applier is None:
-            applier = IngressApplier(host_for_url(node.engine_url), max_age=self.drift_check)
+            applier = IngressApplier(self.host_factory(node.engine_url), max_age=self.drift_check)
             with self._lock:
                 self._appliers[node.id] = applier
         return applier
-
-    def _record(self, node_id: str, error: str) -> None:
-        manager = self.manager
-        with manager.lock:
-            node = manager.nodes.get(node_id)
-            if node is None:
-                return
-            synced = not error
-            if node.ingress_synced is synced and node.ingress_error == error:
-                return
-            node.ingress_synced, node.ingress_error = synced, error
-            manager.store.write(nodes=[node])

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import socket
 import subprocess
 import sys
-import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from pyswarm.lab import Lab
+from tests.helpers import wait_until as _wait_until
 
 PYSWARM = str(Path(sys.executable).parent / "pyswarm")
 MANAGER = "node-01"
@@ -103,15 +104,6 @@ class Swarm:
         return self.lab.exec(node, ["iptables-save"]).stdout
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 def connect_refused(addr: str, port: int, timeout: float = 2.0) -> bool:
     """True when the port refuses at once (RST), False when it answers or hangs."""
     try:
@@ -135,3 +127,7 @@ def udp_ask(addr: str, port: int, timeout: float = 2.0) -> str:
 
 def node_names(lab: Lab) -> Sequence[str]:
     return [n.name for n in lab.nodes]
+
+
+# The lab is slower than the in-memory engines: longer waits, polled less often.
+wait_until = functools.partial(_wait_until, timeout=30.0, interval=0.2)

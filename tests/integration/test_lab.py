@@ -27,6 +27,7 @@ from pyswarm.lab.sysutil import (
     pid_cmdline,
     pid_exe,
 )
+from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.lab, pytest.mark.timeout(300)]
 
@@ -44,16 +45,6 @@ def tcp_connects(addr: str, port: int, timeout: float = 2.0) -> bool:
             return True
     except OSError:
         return False
-
-
-def wait_until(pred: object, timeout: float) -> bool:
-    assert callable(pred)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.1)
-    return bool(pred())
 
 
 # Connect from inside a node's namespace; prints "ok" or the error.

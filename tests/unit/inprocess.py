@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -20,26 +20,19 @@ import uvicorn
 
 from pyswarm.drivers.engine import Engine, EngineUnreachable, MemoryEngine
 from pyswarm.drivers.host import HostUnreachable
-from pyswarm.manager import core
+from pyswarm.manager import registration
 from pyswarm.manager.api import create_app
-from pyswarm.manager.core import Manager, Settings
+from pyswarm.manager.manager import Manager
+from pyswarm.manager.settings import Settings
 from pyswarm.model import Availability, NodeStatus, PortConfig, PublishMode, ServiceMode, ServiceSpec, TaskState
 from pyswarm.model.codec import node_to_dict, service_to_dict, task_to_dict
+from tests.helpers import wait_until
 
 MANAGER_URL = "ssh://root@10.0.0.1"
 WORKER_URLS = ("ssh://root@10.0.0.2", "ssh://root@10.0.0.3")
 SPARE_URL = "ssh://root@10.0.0.4"  # an engine that exists but is not in the swarm: it may join
 UNREACHABLE_URL = "ssh://root@10.0.0.9"  # no engine answers there
 ALIAS_URL = "ssh://admin@10.0.0.2"  # node-02's engine, under another URL
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 class Cluster:
@@ -50,9 +43,9 @@ class Cluster:
         self.engines = {url: MemoryEngine(url, hostname=f"node-0{i + 1}") for i, url in enumerate(urls)}
         self.aliases = {ALIAS_URL: self.engines[WORKER_URLS[0]]}
         self.manager = Manager(Settings(data_dir=data_dir, heartbeat=0.05), engine_factory=self.factory)
-        self.manager.initialise(MANAGER_URL, "10.0.0.1", Availability.ACTIVE)
+        self.manager.registration.initialise(MANAGER_URL, "10.0.0.1", Availability.ACTIVE)
         for url in WORKER_URLS:
-            self.manager.add_node(url, url.split("@")[1], None)
+            self.manager.registration.add_node(url, url.split("@")[1], None)
         if start:
             self.manager.start()
 
@@ -69,20 +62,20 @@ class Cluster:
     def token(self, role: str) -> str:
         """client, worker or manager; or `node` for node-02's own secret."""
         if role == "node":
-            node = next(n for n in self.manager.nodes.values() if n.hostname == "node-02")
-            return self.manager.meta[f"node_secret_{node.id}"]
-        return self.manager.meta[f"token_{role}"]
+            node = next(n for n in self.manager.state.nodes.values() if n.hostname == "node-02")
+            return self.manager.state.meta[f"node_secret_{node.id}"]
+        return self.manager.state.meta[f"token_{role}"]
 
     def secrets(self) -> list[str]:
         """Every credential the manager holds: join and client tokens and node secrets."""
-        return [v for k, v in self.manager.meta.items() if k.startswith(("token_", "node_secret_"))]
+        return [v for k, v in self.manager.state.meta.items() if k.startswith(("token_", "node_secret_"))]
 
     def populate(self) -> None:
         """web (2 replicas, 80:80), api (1 replica, 8080:80) and mon (global, host-mode 9100), all running."""
         manager = self.manager
-        manager.create_service(ServiceSpec(name="web", image="nginx", replicas=2, ports=(PortConfig(80, 80),)))
-        manager.create_service(ServiceSpec(name="api", image="nginx", replicas=1, ports=(PortConfig(8080, 80),)))
-        manager.create_service(
+        manager.services.create(ServiceSpec(name="web", image="nginx", replicas=2, ports=(PortConfig(80, 80),)))
+        manager.services.create(ServiceSpec(name="api", image="nginx", replicas=1, ports=(PortConfig(8080, 80),)))
+        manager.services.create(
             ServiceSpec(
                 name="mon",
                 image="nginx",
@@ -96,16 +89,21 @@ class Cluster:
         manager = self.manager
 
         def converged() -> bool:
-            with manager.lock:
-                if any(n.status is not NodeStatus.READY for n in manager.nodes.values()):
+            with manager.state.lock:
+                if any(n.status is not NodeStatus.READY for n in manager.state.nodes.values()):
                     return False
-                for service in manager.services.values():
-                    running, desired = manager.running_count(service)
+                for service in manager.state.services.values():
+                    view = manager.read.service_view(service)
+                    running, desired = view.running, view.desired
                     if running != desired:
                         return False
                 return all(
-                    t.state is TaskState.RUNNING for t in manager.tasks.values() if t.desired_state is TaskState.RUNNING
-                ) and all(t.state.terminal for t in manager.tasks.values() if t.desired_state is not TaskState.RUNNING)
+                    t.state is TaskState.RUNNING
+                    for t in manager.state.tasks.values()
+                    if t.desired_state is TaskState.RUNNING
+                ) and all(
+                    t.state.terminal for t in manager.state.tasks.values() if t.desired_state is not TaskState.RUNNING
+                )
 
         wait_until(converged)
         time.sleep(0.1)  # let the last reconcile pass and heartbeats settle
@@ -120,12 +118,12 @@ class Cluster:
 def snapshot(cluster: Cluster) -> dict[str, Any]:
     """The whole cluster state as plain data: services, nodes, tasks, credentials and containers."""
     manager = cluster.manager
-    with manager.lock:
+    with manager.state.lock:
         return {
-            "services": {k: service_to_dict(v) for k, v in manager.services.items()},
-            "nodes": {k: node_to_dict(v) for k, v in manager.nodes.items()},
-            "tasks": {k: task_to_dict(v) for k, v in manager.tasks.items()},
-            "meta": dict(manager.meta),
+            "services": {k: service_to_dict(v) for k, v in manager.state.services.items()},
+            "nodes": {k: node_to_dict(v) for k, v in manager.state.nodes.items()},
+            "tasks": {k: task_to_dict(v) for k, v in manager.state.tasks.items()},
+            "meta": dict(manager.state.meta),
             "containers": cluster.containers(),
             "stored": _stored(manager),
         }
@@ -149,7 +147,7 @@ def _no_ssh(host: str, port: int, fingerprint: str, *args: Any, **kwargs: Any) -
 def no_ssh_probes() -> Iterator[None]:
     """A pinned SSH host key is checked by connecting to the host: unit tests never leave this machine."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(core, "trust_pinned_host_key", _no_ssh)
+        patch.setattr(registration, "trust_pinned_host_key", _no_ssh)
         yield
 
 

@@ -10,7 +10,8 @@ from fastapi.testclient import TestClient
 
 from pyswarm.drivers.engine import Engine, MemoryEngine
 from pyswarm.manager.api import create_app
-from pyswarm.manager.core import Manager, Settings
+from pyswarm.manager.manager import Manager
+from pyswarm.manager.settings import Settings
 from pyswarm.model import Availability
 
 URL = "ssh://root@10.0.0.1"
@@ -24,14 +25,14 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
         return engines[url]
 
     m = Manager(Settings(data_dir=tmp_path / "d", heartbeat=0.05), engine_factory=factory)
-    m.initialise(URL, "10.0.0.1", Availability.ACTIVE)
+    m.registration.initialise(URL, "10.0.0.1", Availability.ACTIVE)
     m.start()
     yield m
     m.close()
 
 
 def client(manager: Manager, role: str = "client") -> TestClient:
-    token = manager.meta[f"token_{role}"]
+    token = manager.state.meta[f"token_{role}"]
     return TestClient(create_app(manager), headers={"Authorization": f"Bearer {token}"})
 
 
@@ -44,7 +45,7 @@ def test_every_call_needs_a_valid_token(manager: Manager) -> None:
         assert anonymous.get(path).status_code == 401
         assert anonymous.get(path, headers={"Authorization": "Bearer PSWTKN-1-c-nope"}).status_code == 401
     assert anonymous.post("/services", json=SPEC).status_code == 401
-    assert not manager.services
+    assert not manager.state.services
 
 
 def test_worker_token_can_only_join(manager: Manager) -> None:
@@ -54,11 +55,11 @@ def test_worker_token_can_only_join(manager: Manager) -> None:
     join = worker.post("/swarm/join", json={"engine_url": "ssh://root@10.0.0.2", "engine_id": "wrong", "addr": "x"})
     assert join.status_code == 403
     assert "not the engine that asked to join" in join.json()["detail"]
-    assert len(manager.nodes) == 1
+    assert len(manager.state.nodes) == 1
 
 
 def test_rotation_invalidates_the_old_token_at_once(manager: Manager) -> None:
-    old = manager.meta["token_worker"]
+    old = manager.state.meta["token_worker"]
     new = client(manager).post("/swarm/join-token/worker/rotate").json()["token"]
     assert new != old
     stale = TestClient(create_app(manager), headers={"Authorization": f"Bearer {old}"})
@@ -88,7 +89,7 @@ def test_bad_service_specs_get_4xx_and_change_nothing(manager: Manager, body: di
     response = client(manager).post("/services", json=body)
     assert 400 <= response.status_code < 500, response.text
     assert response.json()["detail"]
-    assert not manager.services
+    assert not manager.state.services
 
 
 def test_create_update_and_stale_version(manager: Manager) -> None:
@@ -101,7 +102,7 @@ def test_create_update_and_stale_version(manager: Manager) -> None:
     assert api.post("/services/web/update", json=update).status_code == 200
     stale = api.post("/services/web/update", json={**update, "spec": {**SPEC, "replicas": 5}})
     assert stale.status_code == 409
-    assert manager.find_service("web").spec.replicas == 2
+    assert manager.state.find_service("web").spec.replicas == 2
     assert api.post("/services", json=SPEC).status_code == 409
     assert api.get("/services/nope").status_code == 404
     assert api.delete("/services/nope").status_code == 404

@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from pyswarm.manager.api import create_app
-from pyswarm.manager.core import Manager
+from pyswarm.manager.manager import Manager
 from tests.unit.inprocess import Cluster, no_ssh_probes
 
 MAX_EXAMPLES = int(os.environ.get("PYSWARM_FUZZ_EXAMPLES", "25"))
@@ -67,9 +67,9 @@ def _fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("fuzz") / "data")
     cluster.populate()  # services with running tasks, so responses carry tasks, endpoints and ports
     manager = cluster.manager
-    wait_for_change = manager.wait_for_change
+    wait_for_change = manager.state.wait_for_change
     # /events/wait is a long poll of up to 30 s: its contract is the same with a short wait, the fuzz is not.
-    manager.wait_for_change = lambda seen, timeout: wait_for_change(seen, min(timeout, 0.01))  # type: ignore[method-assign]
+    manager.state.wait_for_change = lambda seen, timeout: wait_for_change(seen, min(timeout, 0.01))  # type: ignore[method-assign]
     LATE.target, LATE.token = create_app(manager), cluster.token("client")
     yield cluster
     LATE.target = None
@@ -93,10 +93,12 @@ def test_the_fuzzed_manager_is_still_consistent(fuzzed: Cluster) -> None:
     """After the fuzz (run first, in file order): whatever it created, changed or removed, the store holds
     what the manager holds, so a restarted manager would find the same cluster."""
     manager = fuzzed.manager
-    with manager.lock:
+    with manager.state.lock:
         stored = manager.store.load()
-        assert {k: v.version for k, v in stored.services.items()} == {k: v.version for k, v in manager.services.items()}
-        assert set(stored.nodes) == set(manager.nodes)
+        assert {k: v.version for k, v in stored.services.items()} == {
+            k: v.version for k, v in manager.state.services.items()
+        }
+        assert set(stored.nodes) == set(manager.state.nodes)
         assert {k: v for k, v in stored.meta.items() if k.startswith("token_")} == {
-            k: v for k, v in manager.meta.items() if k.startswith("token_")
+            k: v for k, v in manager.state.meta.items() if k.startswith("token_")
         }

@@ -355,7 +355,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("bad-api") / "data")
     cluster.populate()
     manager = cluster.manager
-    manager.update_service("web", manager.find_service("web").spec, 1)  # web is now at version 2
+    manager.services.update("web", manager.state.find_service("web").spec, 1)  # web is now at version 2
     cluster.wait_converged()
     with no_ssh_probes():
         yield cluster
@@ -443,7 +443,7 @@ def test_a_worker_token_can_join(tmp_path_factory: pytest.TempPathFactory) -> No
         response = http(cluster, "worker").post("/swarm/join", json=join(engine_id=cluster.spare.engine_id))
         assert response.status_code == 200, response.text
         assert response.json()["role"] == "worker" and response.json()["client_token"] is None
-        assert "node-04" in {n.hostname for n in cluster.manager.nodes.values()}
+        assert "node-04" in {n.hostname for n in cluster.manager.state.nodes.values()}
     finally:
         cluster.close()
 
@@ -459,7 +459,7 @@ def test_rotation_retires_the_old_join_token_at_once(tmp_path_factory: pytest.Te
         refused = stale.post("/swarm/join", json=body)
         assert refused.status_code == 401
         assert old not in refused.text
-        assert len(cluster.manager.nodes) == 3
+        assert len(cluster.manager.state.nodes) == 3
         assert http(cluster, "client").get("/swarm/join-token/worker").json()["token"] == rotated.json()["token"]
         assert http(cluster, "worker").post("/swarm/join", json=body).status_code == 200
     finally:
@@ -469,7 +469,7 @@ def test_rotation_retires_the_old_join_token_at_once(tmp_path_factory: pytest.Te
 def test_adding_a_node_already_in_the_swarm_is_refused(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "data")
     try:
-        cluster.manager.update_node("node-02", role=NodeRole.MANAGER)
+        cluster.manager.nodes.update("node-02", role=NodeRole.MANAGER)
         cluster.wait_converged()
         before = snapshot(cluster)
         response = http(cluster, "client").post("/nodes", json={"engine_url": WORKER_URLS[0]})

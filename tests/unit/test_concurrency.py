@@ -14,8 +14,9 @@ from fastapi.testclient import TestClient
 
 from pyswarm.drivers.engine import Engine, MemoryEngine
 from pyswarm.manager.api import create_app
-from pyswarm.manager.core import Manager, Settings
-from pyswarm.manager.store import Store
+from pyswarm.manager.manager import Manager
+from pyswarm.manager.settings import Settings
+from pyswarm.manager.store import SqliteStore
 from pyswarm.model import Availability, TaskState
 
 URLS = [f"ssh://root@10.0.0.{i}" for i in (1, 2, 3)]
@@ -31,12 +32,12 @@ def test_twenty_clients_lose_no_update_and_end_consistent(tmp_path: Path) -> Non
         return engines[url]
 
     manager = Manager(Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=0.5), engine_factory=factory)
-    manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
+    manager.registration.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
     for url in URLS[1:]:
-        manager.add_node(url, url.rsplit("@", 1)[1], None)
+        manager.registration.add_node(url, url.rsplit("@", 1)[1], None)
     manager.start()
     app = create_app(manager)
-    headers = {"Authorization": f"Bearer {manager.meta['token_client']}"}
+    headers = {"Authorization": f"Bearer {manager.state.meta['token_client']}"}
     setup = TestClient(app, headers=headers)
     assert setup.post("/services", json={"name": "counter", "image": "nginx", "replicas": 0}).status_code == 201
 
@@ -82,7 +83,7 @@ def test_twenty_clients_lose_no_update_and_end_consistent(tmp_path: Path) -> Non
         thread.join(timeout=120)
     assert not errors, errors[:5]
     assert conflicts["counter"] > 0, "the clients did race on the same service"
-    counter = manager.find_service("counter")
+    counter = manager.state.find_service("counter")
     assert counter.spec.replicas == increments["counter"], "every accepted increment is in the final spec"
     assert counter.version == increments["counter"] + 1
 
@@ -92,14 +93,14 @@ def test_twenty_clients_lose_no_update_and_end_consistent(tmp_path: Path) -> Non
             for engine in engines.values()
             for c in engine.containers(manager.cluster_id)
         )
-        wanted = {s.spec.name: s.spec.replicas for s in manager.services.values() if s.spec.replicas}
-        with manager.lock:  # and the manager has recorded them running: the store is checked below
+        wanted = {s.spec.name: s.spec.replicas for s in manager.state.services.values() if s.spec.replicas}
+        with manager.state.lock:  # and the manager has recorded them running: the store is checked below
             running = Counter(
-                manager.services[t.service_id].spec.name
-                for t in manager.tasks.values()
+                manager.state.services[t.service_id].spec.name
+                for t in manager.state.tasks.values()
                 if t.state is TaskState.RUNNING
                 and t.desired_state is TaskState.RUNNING
-                and t.service_id in manager.services
+                and t.service_id in manager.state.services
             )
         return dict(containers) == wanted == dict(running)
 
@@ -109,13 +110,13 @@ def test_twenty_clients_lose_no_update_and_end_consistent(tmp_path: Path) -> Non
     assert converged(), "the engines run exactly the wanted containers of the services that exist"
     manager.close()
 
-    stored = Store(tmp_path / "d").load()
+    stored = SqliteStore(tmp_path / "d").load()
     assert {s.spec.name: s.spec for s in stored.services.values()} == {
-        s.spec.name: s.spec for s in manager.services.values()
+        s.spec.name: s.spec for s in manager.state.services.values()
     }
     running = [
         t for t in stored.tasks.values() if t.state is TaskState.RUNNING and t.desired_state is TaskState.RUNNING
     ]
     assert Counter(t.service_id for t in running) == Counter(
-        {s.id: s.spec.replicas for s in manager.services.values() if s.spec.replicas}
+        {s.id: s.spec.replicas for s in manager.state.services.values() if s.spec.replicas}
     )

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pyswarm.drivers.engine import Engine, EngineHostUnreachable, MemoryEngine
-from pyswarm.manager.core import Manager, Settings
+from pyswarm.manager.manager import Manager
+from pyswarm.manager.settings import Settings
 from pyswarm.model import Availability, NodeStatus
 
 MANAGER_URL = "ssh://root@10.0.0.1"
@@ -65,8 +66,8 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Fleet, Manager]]:
     manager = Manager(
         Settings(data_dir=tmp_path / "d", heartbeat=0.05, heartbeat_misses=3), engine_factory=fleet.factory
     )
-    manager.initialise(MANAGER_URL, "10.0.0.1", Availability.ACTIVE)
-    manager.add_node(WORKER_URL, "10.0.0.2", None)
+    manager.registration.initialise(MANAGER_URL, "10.0.0.1", Availability.ACTIVE)
+    manager.registration.add_node(WORKER_URL, "10.0.0.2", None)
     manager.start()
     try:
         yield fleet, manager
@@ -75,8 +76,8 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Fleet, Manager]]:
 
 
 def worker_status(manager: Manager) -> NodeStatus:
-    with manager.lock:
-        return next(n.status for n in manager.nodes.values() if n.hostname == "node-02")
+    with manager.state.lock:
+        return next(n.status for n in manager.state.nodes.values() if n.hostname == "node-02")
 
 
 def fail_worker_and_wait_down(fleet: Fleet, manager: Manager, host_refuses_tcp: bool) -> tuple[int, int]:
@@ -131,7 +132,7 @@ def test_an_unanswered_ping_whose_host_refuses_tcp_is_down_before_the_ping_ends(
             assert time.monotonic() < deadline, "the worker never went Down while its ping hung"
             time.sleep(0.005)
         assert not worker.release.is_set()  # the ping is still unanswered: the host check decided
-        message = next(n.status_message for n in fleet[1].nodes.values() if n.hostname == "node-02")
+        message = next(n.status_message for n in fleet[1].state.nodes.values() if n.hostname == "node-02")
         assert "host unreachable" in message, message
     finally:
         worker.release.set()
@@ -152,19 +153,20 @@ def test_a_slow_ping_whose_host_accepts_tcp_leaves_the_node_ready(fleet: tuple[F
 
 
 def test_the_period_stretches_so_that_a_large_cluster_gets_a_bounded_ping_rate(tmp_path: Path) -> None:
-    from pyswarm.manager.core import MAX_PINGS_PER_SECOND, MAX_RESYNCS_PER_SECOND, NodeAgent
+    from pyswarm.manager.links import NodeLink
+    from pyswarm.manager.settings import MAX_PINGS_PER_SECOND, MAX_RESYNCS_PER_SECOND
 
     manager = Manager(Settings(data_dir=tmp_path / "d", heartbeat=0.5, resync_interval=10.0))
     try:
-        assert (manager.heartbeat_period(), manager.resync_interval()) == (0.5, 10.0)
+        assert (manager.heartbeat.period(), manager.resync.current_interval()) == (0.5, 10.0)
         for n in range(5000):  # agents only: what the budgets count
-            manager.agents[f"n{n}"] = NodeAgent(node_id=f"n{n}", url=f"ssh://root@10.1.{n // 256}.{n % 256}")
-        assert manager.heartbeat_period() == 5000 / MAX_PINGS_PER_SECOND == 5.0
-        assert manager.resync_interval() == 5000 / MAX_RESYNCS_PER_SECOND == 50.0
+            manager.links.by_node[f"n{n}"] = NodeLink(node_id=f"n{n}", url=f"ssh://root@10.1.{n // 256}.{n % 256}")
+        assert manager.heartbeat.period() == 5000 / MAX_PINGS_PER_SECOND == 5.0
+        assert manager.resync.current_interval() == 5000 / MAX_RESYNCS_PER_SECOND == 50.0
         # Below the budgets, the settings hold.
         for n in range(400, 5000):
-            del manager.agents[f"n{n}"]
-        assert (manager.heartbeat_period(), manager.resync_interval()) == (0.5, 10.0)
+            del manager.links.by_node[f"n{n}"]
+        assert (manager.heartbeat.period(), manager.resync.current_interval()) == (0.5, 10.0)
     finally:
-        manager.agents.clear()
+        manager.links.by_node.clear()
         manager.close()

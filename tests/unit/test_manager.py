@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from pyswarm.drivers.engine import Engine, MemoryEngine
-from pyswarm.manager.core import Manager, ManagerError, Settings
+from pyswarm.manager.errors import Conflict, ManagerError, NotFound
+from pyswarm.manager.manager import Manager
+from pyswarm.manager.settings import Settings
 from pyswarm.model import (
     LABEL_CLUSTER_ID,
     LABEL_TASK_ID,
@@ -21,17 +23,9 @@ from pyswarm.model import (
     ServiceSpec,
     TaskState,
 )
+from tests.helpers import wait_until
 
 URLS = ["ssh://root@10.0.0.1", "ssh://root@10.0.0.2", "ssh://root@10.0.0.3"]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not reached in time")
 
 
 class Cluster:
@@ -47,9 +41,9 @@ class Cluster:
         settings = Settings(data_dir=self.data_dir, heartbeat=0.05, resync_interval=0.5)
         manager = Manager(settings, engine_factory=self.factory)
         if init:
-            manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
+            manager.registration.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
             for url in URLS[1:]:
-                manager.add_node(url, url.split("@")[1], None)
+                manager.registration.add_node(url, url.split("@")[1], None)
         manager.start()
         return manager
 
@@ -61,8 +55,8 @@ class Cluster:
         }
 
     def running(self, name: str) -> int:
-        service = self.manager.find_service(name)
-        return self.manager.running_count(service)[0]
+        service = self.manager.state.find_service(name)
+        return self.manager.read.service_view(service).running
 
     def total_containers(self) -> int:
         return sum(len(ids) for ids in self.containers().values())
@@ -71,7 +65,7 @@ class Cluster:
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
     c = Cluster(tmp_path / "data")
-    wait_until(lambda: all(n.status is NodeStatus.READY for n in c.manager.nodes.values()))
+    wait_until(lambda: all(n.status is NodeStatus.READY for n in c.manager.state.nodes.values()))
     yield c
     c.manager.close()
 
@@ -82,30 +76,30 @@ def web(replicas: int = 1, image: str = "nginx") -> ServiceSpec:
 
 def test_walkthrough_scale_spreads_and_rm_leaves_nothing(cluster: Cluster) -> None:
     manager = cluster.manager
-    manager.create_service(web(1))
+    manager.services.create(web(1))
     wait_until(lambda: cluster.running("web") == 1)
-    service = manager.find_service("web")
-    manager.update_service("web", web(3), service.version)
+    service = manager.state.find_service("web")
+    manager.services.update("web", web(3), service.version)
     wait_until(lambda: cluster.running("web") == 3)
     assert sorted(len(ids) for ids in cluster.containers().values()) == [1, 1, 1]
-    service = manager.find_service("web")
-    manager.update_service("web", web(1), service.version)
+    service = manager.state.find_service("web")
+    manager.services.update("web", web(1), service.version)
     wait_until(lambda: cluster.total_containers() == 1)
     assert cluster.running("web") == 1
-    manager.remove_service("web")
-    wait_until(lambda: cluster.total_containers() == 0 and not manager.tasks)
+    manager.services.remove("web")
+    wait_until(lambda: cluster.total_containers() == 0 and not manager.state.tasks)
 
 
 def test_killed_container_is_replaced(cluster: Cluster) -> None:
     spec = ServiceSpec(name="web", image="nginx", replicas=2)
-    cluster.manager.create_service(spec)
+    cluster.manager.services.create(spec)
     wait_until(lambda: cluster.running("web") == 2)
     engine = next(e for e in cluster.engines.values() if e.containers(cluster.manager.cluster_id))
     victim = engine.containers(cluster.manager.cluster_id)[0]
     engine.kill(victim.id)
     # The restart delay (5 s by default) is respected; use a service with none to keep the test short.
-    wait_until(lambda: any(t.state is TaskState.FAILED for t in cluster.manager.tasks.values()))
-    failed = next(t for t in cluster.manager.tasks.values() if t.state is TaskState.FAILED)
+    wait_until(lambda: any(t.state is TaskState.FAILED for t in cluster.manager.state.tasks.values()))
+    failed = next(t for t in cluster.manager.state.tasks.values() if t.state is TaskState.FAILED)
     assert failed.error == "task: non-zero exit (137)"
 
 
@@ -115,24 +109,24 @@ def test_failed_task_restarts_after_delay(cluster: Cluster) -> None:
     from pyswarm.model import RestartPolicy
 
     spec = replace(ServiceSpec(name="web", image="nginx", replicas=1), restart_policy=RestartPolicy(delay=0.2))
-    cluster.manager.create_service(spec)
+    cluster.manager.services.create(spec)
     wait_until(lambda: cluster.running("web") == 1)
     first = next(iter(cluster.containers()[h][0] for h in cluster.containers() if cluster.containers()[h]))
     engine = next(e for e in cluster.engines.values() if first in e.state.containers)
     engine.kill(first)
     wait_until(lambda: cluster.running("web") == 1 and all(first not in ids for ids in cluster.containers().values()))
-    slots = {t.slot for t in cluster.manager.tasks.values() if t.active}
+    slots = {t.slot for t in cluster.manager.state.tasks.values() if t.active}
     assert slots == {1}
 
 
 def test_node_down_moves_tasks_and_stale_containers_go_when_it_returns(cluster: Cluster) -> None:
-    cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=3))
+    cluster.manager.services.create(ServiceSpec(name="web", image="nginx", replicas=3))
     wait_until(lambda: cluster.running("web") == 3)
     lost = cluster.engines[URLS[2]]
     stale = [c.id for c in lost.containers(cluster.manager.cluster_id)]
     assert len(stale) == 1
     lost.set_down(True)
-    node3 = next(n for n in cluster.manager.nodes.values() if n.engine_url == URLS[2])
+    node3 = next(n for n in cluster.manager.state.nodes.values() if n.engine_url == URLS[2])
     wait_until(lambda: node3.status is NodeStatus.DOWN)
     wait_until(lambda: cluster.running("web") == 3)
     on_survivors = sum(len(e.state.containers) for u, e in cluster.engines.items() if u != URLS[2])
@@ -145,7 +139,7 @@ def test_node_down_moves_tasks_and_stale_containers_go_when_it_returns(cluster: 
 
 @pytest.mark.reliability("Manager restart adopts running containers (in-memory engines)")
 def test_restart_adopts_running_containers_without_restarting(cluster: Cluster) -> None:
-    cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=3))
+    cluster.manager.services.create(ServiceSpec(name="web", image="nginx", replicas=3))
     wait_until(lambda: cluster.running("web") == 3)
     before = cluster.containers()
     cluster.manager.close()
@@ -153,7 +147,7 @@ def test_restart_adopts_running_containers_without_restarting(cluster: Cluster) 
     wait_until(lambda: cluster.running("web") == 3)
     time.sleep(0.5)  # a few resync periods: nothing may change
     assert cluster.containers() == before
-    assert sum(1 for t in cluster.manager.tasks.values() if t.active) == 3
+    assert sum(1 for t in cluster.manager.state.tasks.values() if t.active) == 3
 
 
 def test_unknown_container_with_our_labels_is_removed(cluster: Cluster) -> None:
@@ -172,46 +166,46 @@ def test_unknown_container_with_our_labels_is_removed(cluster: Cluster) -> None:
 
 
 def test_missing_image_is_rejected_with_the_error(cluster: Cluster) -> None:
-    cluster.manager.create_service(ServiceSpec(name="bad", image="nosuch:1.0", replicas=1))
-    wait_until(lambda: any(t.state is TaskState.REJECTED for t in cluster.manager.tasks.values()))
-    task = next(t for t in cluster.manager.tasks.values() if t.state is TaskState.REJECTED)
+    cluster.manager.services.create(ServiceSpec(name="bad", image="nosuch:1.0", replicas=1))
+    wait_until(lambda: any(t.state is TaskState.REJECTED for t in cluster.manager.state.tasks.values()))
+    task = next(t for t in cluster.manager.state.tasks.values() if t.state is TaskState.REJECTED)
     assert "No such image: nosuch:1.0" in task.error
 
 
 def test_refusals_leave_state_unchanged(cluster: Cluster) -> None:
     manager = cluster.manager
-    created = manager.create_service(web(1))
+    created = manager.services.create(web(1))
     with pytest.raises(ManagerError) as duplicate:
-        manager.create_service(web(2))
-    assert duplicate.value.status == 409
+        manager.services.create(web(2))
+    assert isinstance(duplicate.value, Conflict)
     other = ServiceSpec(name="api", image="nginx", ports=(PortConfig(80, 8080),))
     with pytest.raises(ManagerError, match="port '80/tcp' is already in use"):
-        manager.create_service(other)
+        manager.services.create(other)
     with pytest.raises(ManagerError, match="out of sequence"):
-        manager.update_service("web", web(5), created.version + 7)
+        manager.services.update("web", web(5), created.version + 7)
     with pytest.raises(ManagerError) as missing:
-        manager.find_service("nope")
-    assert missing.value.status == 404
-    assert [s.spec for s in manager.services.values()] == [web(1)]
+        manager.state.find_service("nope")
+    assert isinstance(missing.value, NotFound)
+    assert [s.spec for s in manager.state.services.values()] == [web(1)]
     reloaded = Manager(Settings(data_dir=cluster.data_dir), engine_factory=cluster.factory)
-    assert [s.spec for s in reloaded.services.values()] == [web(1)]
+    assert [s.spec for s in reloaded.state.services.values()] == [web(1)]
 
 
 def test_drain_empties_a_node(cluster: Cluster) -> None:
-    cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=3))
+    cluster.manager.services.create(ServiceSpec(name="web", image="nginx", replicas=3))
     wait_until(lambda: cluster.running("web") == 3)
-    cluster.manager.update_node("node-02", availability=Availability.DRAIN)
+    cluster.manager.nodes.update("node-02", availability=Availability.DRAIN)
     wait_until(lambda: not cluster.engines[URLS[1]].state.containers and cluster.running("web") == 3)
 
 
 def test_global_service_follows_nodes(cluster: Cluster) -> None:
     from pyswarm.model import ServiceMode
 
-    cluster.manager.create_service(ServiceSpec(name="agent", image="nginx", mode=ServiceMode.GLOBAL))
+    cluster.manager.services.create(ServiceSpec(name="agent", image="nginx", mode=ServiceMode.GLOBAL))
     wait_until(lambda: sorted(len(v) for v in cluster.containers().values()) == [1, 1, 1])
     url = "ssh://root@10.0.0.4"
     cluster.engines[url] = MemoryEngine(url, hostname="node-04")
-    cluster.manager.add_node(url, "10.0.0.4", None)
+    cluster.manager.registration.add_node(url, "10.0.0.4", None)
     wait_until(lambda: len(cluster.engines[url].state.containers) == 1)
 
 
@@ -221,9 +215,9 @@ def one_node_manager(tmp_path: Path, engine: MemoryEngine) -> Manager:
     manager = Manager(
         Settings(data_dir=tmp_path / "d", heartbeat=0.05, resync_interval=60.0), engine_factory=lambda u, t: engine
     )
-    manager.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
+    manager.registration.initialise(URLS[0], "10.0.0.1", Availability.ACTIVE)
     manager.start()
-    wait_until(lambda: all(n.status is NodeStatus.READY for n in manager.nodes.values()))
+    wait_until(lambda: all(n.status is NodeStatus.READY for n in manager.state.nodes.values()))
     return manager
 
 
@@ -253,11 +247,11 @@ def test_a_container_that_dies_during_its_start_fails_its_task_at_once(
     manager = one_node_manager(tmp_path, DiesAtOnceEngine(URLS[0], "node-01", exit_code, oom_first))
     try:
         time.sleep(0.2)  # the node's event stream is subscribed
-        manager.create_service(ServiceSpec(name="crash", image="nginx", replicas=1))
-        wait_until(lambda: any(t.state is TaskState.FAILED for t in manager.tasks.values()), timeout=5)
-        failed = next(t for t in manager.tasks.values() if t.state is TaskState.FAILED)
+        manager.services.create(ServiceSpec(name="crash", image="nginx", replicas=1))
+        wait_until(lambda: any(t.state is TaskState.FAILED for t in manager.state.tasks.values()), timeout=5)
+        failed = next(t for t in manager.state.tasks.values() if t.state is TaskState.FAILED)
         assert failed.error == f"task: non-zero exit ({exit_code})"
-        assert not manager._early_events  # consumed, not kept
+        assert not manager.work.early_events  # consumed, not kept
     finally:
         manager.close()
 
@@ -266,7 +260,7 @@ def test_an_update_starts_containers_of_the_new_spec(cluster: Cluster) -> None:
     """The per-service container template follows the spec: after an update, new containers carry it."""
     from dataclasses import replace
 
-    created = cluster.manager.create_service(ServiceSpec(name="web", image="nginx", replicas=2, labels={"tier": "a"}))
+    created = cluster.manager.services.create(ServiceSpec(name="web", image="nginx", replicas=2, labels={"tier": "a"}))
     wait_until(lambda: cluster.running("web") == 2)
 
     def tiers() -> list[str]:
@@ -278,7 +272,7 @@ def test_an_update_starts_containers_of_the_new_spec(cluster: Cluster) -> None:
         )
 
     assert tiers() == ["a", "a"]
-    cluster.manager.update_service("web", replace(created.spec, labels={"tier": "b"}), created.version)
+    cluster.manager.services.update("web", replace(created.spec, labels={"tier": "b"}), created.version)
     wait_until(lambda: tiers() == ["b", "b"])
 
 
@@ -287,14 +281,14 @@ def test_a_slow_start_gets_its_row_before_it_ends(tmp_path: Path) -> None:
     crashed during a slow start finds the task in the state file and adopts its container by name."""
     import sqlite3
 
-    from pyswarm.manager.core import _INFLIGHT_ROW_WAIT
+    from pyswarm.manager.settings import INFLIGHT_ROW_WAIT as _INFLIGHT_ROW_WAIT
     from pyswarm.manager.store import STATE_FILE
 
     engine = MemoryEngine(URLS[0], hostname="node-01")
     manager = one_node_manager(tmp_path, engine)
     try:
         engine.state.run_delay = 4 * _INFLIGHT_ROW_WAIT
-        manager.create_service(ServiceSpec(name="slow", image="nginx", replicas=1))
+        manager.services.create(ServiceSpec(name="slow", image="nginx", replicas=1))
         db = sqlite3.connect(f"file:{tmp_path / 'd' / STATE_FILE}?mode=ro", uri=True)
 
         def stored_states() -> list[str]:

@@ -14,9 +14,10 @@ from fastapi.testclient import TestClient
 
 from pyswarm.drivers.engine import Engine, EngineUnreachable, MemoryEngine, TlsFiles
 from pyswarm.drivers.host import forget_host_key
-from pyswarm.manager import core
+from pyswarm.manager import registration
 from pyswarm.manager.api import create_app
-from pyswarm.manager.core import ManagerError, TlsPem
+from pyswarm.manager.errors import Conflict, Forbidden, ManagerError
+from pyswarm.manager.registration import TlsPem
 from pyswarm.model import LABEL_CLUSTER_ID, Node, NodeStatus, TaskState
 from tests.unit.inprocess import ALIAS_URL, WORKER_URLS, Cluster, snapshot, wait_until
 
@@ -35,7 +36,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def node(cluster: Cluster, hostname: str) -> Node:
-    return next(n for n in cluster.manager.nodes.values() if n.hostname == hostname)
+    return next(n for n in cluster.manager.state.nodes.values() if n.hostname == hostname)
 
 
 def cluster_containers(engine: MemoryEngine, cluster: Cluster) -> list[str]:
@@ -51,8 +52,8 @@ def test_a_ready_node_is_not_added_again(cluster: Cluster) -> None:
     cluster.wait_converged()
     before = snapshot(cluster)
     with pytest.raises(ManagerError) as refused:
-        cluster.manager.add_node(WORKER_URLS[0], "10.0.0.2", None)
-    assert refused.value.status == 409
+        cluster.manager.registration.add_node(WORKER_URLS[0], "10.0.0.2", None)
+    assert isinstance(refused.value, Conflict)
     assert "is already in the swarm as node-02 (status ready): this node is already part of a swarm" in str(
         refused.value
     )
@@ -62,13 +63,13 @@ def test_a_ready_node_is_not_added_again(cluster: Cluster) -> None:
 def test_a_node_that_left_may_join_again_and_comes_back_ready(cluster: Cluster) -> None:
     cluster.wait_converged()
     left = node(cluster, "node-02")
-    cluster.manager.node_left(left.id)
+    cluster.manager.nodes.node_left(left.id)
     assert node(cluster, "node-02").status is NodeStatus.DOWN
-    rejoined, secret = cluster.manager.add_node(WORKER_URLS[0], "10.0.0.2", None)
-    assert rejoined.id == left.id and secret == cluster.manager.meta[f"node_secret_{left.id}"]
+    rejoined, secret = cluster.manager.registration.add_node(WORKER_URLS[0], "10.0.0.2", None)
+    assert rejoined.id == left.id and secret == cluster.manager.state.meta[f"node_secret_{left.id}"]
     wait_until(lambda: node(cluster, "node-02").status is NodeStatus.READY)
     assert node(cluster, "node-02").status_message == ""
-    assert len(cluster.manager.nodes) == 3
+    assert len(cluster.manager.state.nodes) == 3
 
 
 def test_a_down_node_may_join_again_under_another_url_and_is_pinged_there(cluster: Cluster) -> None:
@@ -78,10 +79,10 @@ def test_a_down_node_may_join_again_under_another_url_and_is_pinged_there(cluste
     old.set_down(True)
     wait_until(lambda: node(cluster, "node-02").status is NodeStatus.DOWN)
     cluster.aliases[ALIAS_URL] = moved
-    rejoined, _secret = cluster.manager.add_node(ALIAS_URL, "10.0.0.2", None)
+    rejoined, _secret = cluster.manager.registration.add_node(ALIAS_URL, "10.0.0.2", None)
     assert rejoined.engine_url == ALIAS_URL
     wait_until(lambda: node(cluster, "node-02").status is NodeStatus.READY)  # the old URL stays unreachable
-    assert cluster.manager.agents[rejoined.id].url == ALIAS_URL
+    assert cluster.manager.links.by_node[rejoined.id].url == ALIAS_URL
 
 
 # --- a tcp:// engine's TLS files -----------------------------------------------------------------------
@@ -108,11 +109,11 @@ def tls_tree(cluster: Cluster) -> list[str]:
 
 def test_tls_files_are_tried_in_a_private_directory_then_stored(cluster: Cluster) -> None:
     probed = Probed(cluster)
-    cluster.manager.engine_factory = probed
+    cluster.manager.connector.factory = probed
     cluster.engines[TCP_URL] = MemoryEngine(TCP_URL, hostname="node-05")
-    added, _secret = cluster.manager.add_node(TCP_URL, "10.0.0.5", None, tls=TLS)
+    added, _secret = cluster.manager.registration.add_node(TCP_URL, "10.0.0.5", None, tls=TLS)
     tried, mode, key = probed.calls[0]
-    final = cluster.manager._tls_dir(TCP_URL)
+    final = cluster.manager.connector.tls_dir(TCP_URL)
     assert Path(tried.key).parent != final and mode == 0o700 and key == TLS.key
     assert not Path(tried.key).parent.exists()  # the trial directory is gone
     assert tls_tree(cluster) == [final.name] + [f"{final.name}/{n}" for n in ("ca.pem", "cert.pem", "key.pem")]
@@ -120,25 +121,25 @@ def test_tls_files_are_tried_in_a_private_directory_then_stored(cluster: Cluster
     assert stat.S_IMODE((final / "key.pem").stat().st_mode) == 0o600
     # The node's agent (heartbeat, engine jobs) uses the stored files.
     wait_until(lambda: any(Path(tls.key) == final / "key.pem" for tls, _mode, _key in probed.calls[1:]))
-    assert cluster.manager.nodes[added.id].status is NodeStatus.READY
+    assert cluster.manager.state.nodes[added.id].status is NodeStatus.READY
 
 
 def test_an_unreachable_tcp_engine_leaves_no_tls_file(cluster: Cluster) -> None:
     with pytest.raises(ManagerError, match="cannot reach engine"):
-        cluster.manager.add_node("tcp://10.0.0.9:2376", "10.0.0.9", None, tls=TLS)
+        cluster.manager.registration.add_node("tcp://10.0.0.9:2376", "10.0.0.9", None, tls=TLS)
     assert tls_tree(cluster) == []
 
 
 def test_a_refused_add_keeps_the_tls_files_of_the_node_in_the_swarm(cluster: Cluster) -> None:
     cluster.engines[TCP_URL] = MemoryEngine(TCP_URL, hostname="node-05")
-    cluster.manager.add_node(TCP_URL, "10.0.0.5", None, tls=TLS)
+    cluster.manager.registration.add_node(TCP_URL, "10.0.0.5", None, tls=TLS)
     stored = tls_tree(cluster)
     other = TlsPem(ca=TLS.ca, cert=TLS.cert, key=PEM.format("KEY", "K2"))
     with pytest.raises(ManagerError) as refused:
-        cluster.manager.add_node(TCP_URL, "10.0.0.5", None, tls=other)
-    assert refused.value.status == 409
+        cluster.manager.registration.add_node(TCP_URL, "10.0.0.5", None, tls=other)
+    assert isinstance(refused.value, Conflict)
     assert tls_tree(cluster) == stored
-    assert (cluster.manager._tls_dir(TCP_URL) / "key.pem").read_text() == TLS.key
+    assert (cluster.manager.connector.tls_dir(TCP_URL) / "key.pem").read_text() == TLS.key
 
 
 # --- swarm leave -----------------------------------------------------------------------------------------
@@ -148,27 +149,27 @@ def test_leave_removes_the_workers_task_containers_and_shuts_its_tasks_down(clus
     cluster.populate()  # web x2, api x1, mon global: node-02 runs at least mon's task
     worker = cluster.engines[WORKER_URLS[0]]
     leaving = node(cluster, "node-02")
-    on_node = {t.id for t in cluster.manager.tasks.values() if t.node_id == leaving.id and t.container_id}
+    on_node = {t.id for t in cluster.manager.state.tasks.values() if t.node_id == leaving.id and t.container_id}
     assert cluster_containers(worker, cluster) and on_node
-    secret = cluster.manager.meta[f"node_secret_{leaving.id}"]
+    secret = cluster.manager.state.meta[f"node_secret_{leaving.id}"]
     response = TestClient(create_app(cluster.manager), headers={"Authorization": f"Bearer {secret}"}).post(
         "/swarm/leave"
     )
     assert response.status_code == 204, response.text
     assert cluster_containers(worker, cluster) == []  # removed before the answer
     for task_id in on_node:
-        task = cluster.manager.tasks[task_id]
+        task = cluster.manager.state.tasks[task_id]
         assert (task.state, task.desired_state, task.message) == (
             TaskState.SHUTDOWN,
             TaskState.SHUTDOWN,
             "node left the swarm",
         )
-    assert leaving.id not in cluster.manager.agents
+    assert leaving.id not in cluster.manager.links.by_node
     # Replaced elsewhere (mon, global, only where nodes are ready); the node stays listed, Down.
     wait_until(
         lambda: all(
-            cluster.manager.running_count(s)[0] == cluster.manager.running_count(s)[1]
-            for s in cluster.manager.services.values()
+            (view := cluster.manager.read.service_view(s)).running == view.desired
+            for s in cluster.manager.state.services.values()
         )
     )
     assert node(cluster, "node-02").status is NodeStatus.DOWN
@@ -188,14 +189,14 @@ def test_leave_with_an_unreachable_engine_says_so_and_still_takes_the_node_out(
             raise EngineUnreachable(f"{url}: no route to host (simulated)")
         return original(url, timeout, tls)
 
-    cluster.manager.engine_factory = unreachable
+    cluster.manager.connector.factory = unreachable
     with caplog.at_level(logging.WARNING, logger="pyswarm.manager"):
-        cluster.manager.node_left(leaving.id)
+        cluster.manager.nodes.node_left(leaving.id)
     assert "node node-02 left the swarm, but its engine cannot be reached: its task containers were not removed" in (
         caplog.text
     )
     assert node(cluster, "node-02").status is NodeStatus.DOWN
-    assert leaving.id not in cluster.manager.agents
+    assert leaving.id not in cluster.manager.links.by_node
     assert cluster_containers(worker, cluster)  # still there: nothing could remove them
 
 
@@ -219,16 +220,16 @@ def test_a_refused_add_takes_back_the_pinned_host_key_it_recorded(
             handle.write(appended + "\n")
         return appended
 
-    monkeypatch.setattr(core, "trust_pinned_host_key", record)
-    monkeypatch.setattr(core, "forget_host_key", lambda line: forget_host_key(line, known_hosts))
+    monkeypatch.setattr(registration, "trust_pinned_host_key", record)
+    monkeypatch.setattr(registration, "forget_host_key", lambda line: forget_host_key(line, known_hosts))
     spare = cluster.engines["ssh://root@10.0.0.4"]
     with pytest.raises(ManagerError) as refused:
-        cluster.manager.add_node(spare.url, "10.0.0.4", "not-this-engine", ssh_fingerprint=FINGERPRINT)
-    assert refused.value.status == 403
+        cluster.manager.registration.add_node(spare.url, "10.0.0.4", "not-this-engine", ssh_fingerprint=FINGERPRINT)
+    assert isinstance(refused.value, Forbidden)
     assert known_hosts.read_text() == original
 
     # Accepted: the key stays recorded.
-    cluster.manager.add_node(spare.url, "10.0.0.4", spare.engine_id, ssh_fingerprint=FINGERPRINT)
+    cluster.manager.registration.add_node(spare.url, "10.0.0.4", spare.engine_id, ssh_fingerprint=FINGERPRINT)
     assert known_hosts.read_text() == original + appended + "\n"
 
 

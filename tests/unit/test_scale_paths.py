@@ -9,8 +9,8 @@ import threading
 import time
 from pathlib import Path
 
-from pyswarm.manager.core import new_id
-from pyswarm.manager.store import Store, task_from_row, task_row
+from pyswarm.manager.ids import new_id
+from pyswarm.manager.store import SqliteStore, task_from_row, task_row
 from pyswarm.model import Node, NodeStatus, PortConfig, PublishMode, Service, ServiceSpec, Task, TaskState
 from pyswarm.planners.scheduler import schedule
 
@@ -38,7 +38,7 @@ def test_task_ports_round_trip_plain_and_odd_keys() -> None:
 
 
 def test_the_task_writer_lets_an_api_write_in_between_its_parts(tmp_path: Path) -> None:
-    store = Store(tmp_path / "data")
+    store = SqliteStore(tmp_path / "data")
     rows = [task_row(Task(id=f"t{i}", service_id="s1", slot=i)) for i in range(4000)]
     done: list[float] = []
     original = store._upsert_tasks

@@ -1,4 +1,4 @@
-"""The embedded state store: SQLite in WAL mode, one transaction per write batch.
+"""The embedded state store (the default, one manager): SQLite in WAL mode, one transaction per write batch.
 
 Nodes and services are JSON documents made by pyswarm.model.codec. Tasks, by far the most numerous and the
 most often written (a reconcile pass may write 100k of them), are plain columns: binding a tuple costs a
@@ -20,9 +20,10 @@ import sqlite3
 import stat
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from pyswarm.manager.files import secure_dir
+from pyswarm.manager.store.base import Snapshot, StoreError
 from pyswarm.model import Node, Service, Task, TaskState
 from pyswarm.model.codec import (
     node_from_dict,
@@ -140,28 +141,9 @@ def task_from_row(row: TaskRow) -> Task:
     )
 
 
-class StoreError(Exception):
-    """The state file cannot be used; the message says why and what to do."""
+class SqliteStore:
+    """The StateStore protocol on one SQLite file."""
 
-
-@dataclass
-class Snapshot:
-    meta: dict[str, str] = field(default_factory=dict)
-    nodes: dict[str, Node] = field(default_factory=dict)
-    services: dict[str, Service] = field(default_factory=dict)
-    tasks: dict[str, Task] = field(default_factory=dict)
-
-
-def secure_dir(path: Path) -> Path:
-    """Create a 0700 directory, or refuse one that others can read or write."""
-    path.mkdir(parents=True, exist_ok=True, mode=0o700)
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        os.chmod(path, 0o700)
-    return path
-
-
-class Store:
     def __init__(self, data_dir: Path) -> None:
         secure_dir(data_dir)
         self.path = data_dir / STATE_FILE
@@ -186,6 +168,7 @@ class Store:
             self._db.execute("PRAGMA cache_size=-65536")
             # SQLite allows 32766 bound variables per statement (999 before 3.32): 16 per task row.
             self.rows_per_statement = max(1, min(2048, self._db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // 16))
+            self.task_batch_size = self.rows_per_statement
             self._init_schema()
         except sqlite3.DatabaseError as exc:
             raise StoreError(
@@ -309,6 +292,9 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    # The rows of the task writer: encoded under the manager's lock (tasks change under it), written outside.
+    encode_task = staticmethod(task_row)
 
     def write_task_rows(self, rows: list[TaskRow], deleted: list[str], part: int | None = None) -> None:
         """Upsert task rows (made by task_row) and delete tasks, in transactions of at most `part` rows (by

@@ -1,0 +1,245 @@
+"""The API's request bodies: every field is validated by the same parsers the CLI uses.
+
+The patterns only document what the parsers of pyswarm.model.parse accept, for the OpenAPI schema (clients
+and fuzzers); the parsers enforce it, with messages that say what is expected.
+"""
+
+# No `from __future__ import annotations`: pydantic and FastAPI read these annotations at run time.
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
+
+from pyswarm.drivers.engine import validate_engine_url
+from pyswarm.manager.registration import TlsPem
+from pyswarm.model import RestartCondition, RestartPolicy, ServiceMode, ServiceSpec
+from pyswarm.model import parse as p
+
+# A node's address as other nodes reach it: an IPv4/IPv6 address or a host name.
+ADDR_PATTERN = r"^[A-Za-z0-9.:\-]*$"
+
+_NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"
+_IMAGE = r"^[a-zA-Z0-9][a-zA-Z0-9._\-/:@]{0,254}$"  # and no ".."
+_ENV = r"^[A-Za-z_][A-Za-z0-9_]{0,255}(=[^\x00]*)?$"
+_LABEL_KEY = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,127}$"
+_NO_NUL = r"^[^\x00]*$"
+_CONSTRAINT = (
+    r"^\s*(node\.role\s*(==|!=)\s*(manager|worker)"
+    r"|(node\.id|node\.hostname|(node|engine)\.labels\.[a-zA-Z0-9_.\-]+)\s*(==|!=)\s*[^=!\s]\S*)\s*$"
+)
+
+
+def _documented(pattern: str, description: str = "") -> Any:
+    extra: dict[str, Any] = {"pattern": pattern}
+    if description:
+        extra["description"] = description
+    return Field(json_schema_extra=extra)
+
+
+Label = Annotated[str, Field(max_length=4096, json_schema_extra={"pattern": _NO_NUL})]
+Labels = Annotated[
+    dict[str, Label],
+    Field(default_factory=dict, max_length=1000, json_schema_extra={"propertyNames": {"pattern": _LABEL_KEY}}),
+]
+LabelKey = Annotated[str, _documented(_LABEL_KEY)]
+
+
+def _check_engine_url(url: str, insecure_tcp: bool) -> str:
+    url = validate_engine_url(url, insecure_tcp=insecure_tcp)
+    if urlparse(url).password is not None:
+        # It would be stored and shown by `node inspect`: SSH engines are reached with keys.
+        raise ValueError("an engine URL cannot carry a password: use an SSH key")
+    return url
+
+
+class PortIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    published: int = Field(ge=1, le=65535)
+    target: int = Field(ge=1, le=65535)
+    protocol: Literal["tcp", "udp"] = "tcp"
+    mode: Literal["ingress", "host"] = "ingress"
+
+
+class RestartIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    condition: Literal["any", "on-failure", "none"] = "any"
+    delay: float = Field(default=5.0, ge=0, le=86400)
+    max_attempts: int = Field(default=0, ge=0, le=1_000_000)
+    window: float = Field(default=0.0, ge=0, le=86400 * 365)
+
+
+class SpecIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(max_length=63, json_schema_extra={"pattern": _NAME})
+    image: str = Field(max_length=255, json_schema_extra={"pattern": _IMAGE})
+    mode: Literal["replicated", "global"] = "replicated"
+    replicas: int = Field(default=1, ge=0, le=10000, description="replicated mode only (global: 1)")
+    command: list[Annotated[str, Field(max_length=4096, json_schema_extra={"pattern": _NO_NUL})]] = Field(
+        default_factory=list, max_length=256
+    )
+    env: list[Annotated[str, _documented(_ENV, "NAME=VALUE")]] = Field(default_factory=list, max_length=1000)
+    labels: Labels
+    ports: list[PortIn] = Field(default_factory=list, max_length=100)
+    constraints: list[Annotated[str, Field(max_length=1024), _documented(_CONSTRAINT, "e.g. node.role==worker")]] = (
+        Field(default_factory=list, max_length=100)
+    )
+    placement_prefs: list[LabelKey] = Field(
+        default_factory=list, max_length=10, description="node label keys to spread the tasks over"
+    )
+    max_replicas_per_node: int = Field(default=0, ge=0, le=10000)
+    restart_policy: RestartIn = Field(default_factory=RestartIn)
+    stop_grace_period: float = Field(default=10.0, ge=0, le=3600)
+    force_update: int = Field(default=0, ge=0, le=2**31 - 1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return p.service_name(value)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, value: str) -> str:
+        return p.image(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: list[str]) -> list[str]:
+        return [p.env(item) for item in value]
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            p.label(f"{key}={item}")
+        return value
+
+    @field_validator("constraints")
+    @classmethod
+    def _constraints(cls, value: list[str]) -> list[str]:
+        if any("\x00" in item for item in value):
+            raise ValueError("constraints cannot contain NUL bytes")
+        return [str(p.constraint(item)) for item in value]
+
+    @field_validator("placement_prefs")
+    @classmethod
+    def _prefs(cls, value: list[str]) -> list[str]:
+        return [p.label_key(item) for item in value]
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: list[str]) -> list[str]:
+        if any("\x00" in item for item in value):
+            raise ValueError("command arguments cannot contain NUL bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _global_has_no_replicas(self) -> "SpecIn":
+        # A global service runs one task per node; its stored spec says replicas 1 (what GET returns).
+        if self.mode == "global" and self.replicas not in (0, 1):
+            raise ValueError("replicas can only be used with replicated mode")
+        return self
+
+    def to_spec(self) -> ServiceSpec:
+        return ServiceSpec(
+            name=self.name,
+            image=self.image,
+            mode=ServiceMode(self.mode),
+            replicas=1 if self.mode == "global" else self.replicas,
+            command=tuple(self.command),
+            env=tuple(self.env),
+            labels=dict(self.labels),
+            ports=tuple(
+                p.publish(f"published={x.published},target={x.target},protocol={x.protocol},mode={x.mode}")
+                for x in self.ports
+            ),
+            constraints=tuple(p.constraint(c) for c in self.constraints),
+            placement_prefs=tuple(self.placement_prefs),
+            max_replicas_per_node=self.max_replicas_per_node,
+            restart_policy=RestartPolicy(
+                condition=RestartCondition(self.restart_policy.condition),
+                delay=self.restart_policy.delay,
+                max_attempts=self.restart_policy.max_attempts,
+                window=self.restart_policy.window,
+            ),
+            stop_grace_period=self.stop_grace_period,
+            force_update=self.force_update,
+        )
+
+
+class ServiceUpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    version: int = Field(ge=1, description="the version the update was made against (optimistic concurrency)")
+    spec: SpecIn
+
+
+def _pem(what: str) -> Any:
+    return Field(max_length=65536, description=f"{what}, PEM", json_schema_extra={"pattern": "-----BEGIN "})
+
+
+class TlsIn(BaseModel):
+    """A tcp:// engine's client credentials. The key is a secret: never shown, logged or echoed."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ca: str = _pem("the CA that signed the engine's certificate")
+    cert: str = _pem("the client certificate")
+    key: SecretStr = _pem("the client key")
+
+    @field_validator("ca", "cert", "key")
+    @classmethod
+    def _is_pem(cls, value: str | SecretStr, info: ValidationInfo) -> str | SecretStr:
+        text = value.get_secret_value() if isinstance(value, SecretStr) else value
+        if "-----BEGIN " not in text or "\x00" in text:
+            raise ValueError(f"tls.{info.field_name} is not a PEM file")
+        return value
+
+    def pem(self) -> TlsPem:
+        return TlsPem(ca=self.ca, cert=self.cert, key=self.key.get_secret_value())
+
+
+class EngineAccessIn(BaseModel):
+    """How the manager reaches an engine and knows it is the right one."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    engine_url: str = Field(max_length=512, description="ssh://[user@]host[:port], tcp://host:port or unix:///path")
+    insecure_tcp: bool = Field(default=False, description="accept a tcp:// engine without TLS")
+    tls: TlsIn | None = None
+    ssh_fingerprint: str | None = Field(default=None, pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")
+
+    @model_validator(mode="after")
+    def _url(self) -> Self:
+        self.engine_url = _check_engine_url(self.engine_url, self.insecure_tcp or self.tls is not None)
+        return self
+
+    def access(self) -> dict[str, Any]:
+        """Manager.add_node's keyword arguments for it."""
+        tls = self.tls.pem() if self.tls is not None else None
+        return {"tls": tls, "insecure_tcp": self.insecure_tcp, "ssh_fingerprint": self.ssh_fingerprint}
+
+
+class JoinIn(EngineAccessIn):
+    engine_id: str = Field(min_length=1, max_length=128)
+    addr: str = Field(min_length=1, max_length=64, pattern=ADDR_PATTERN)
+
+
+class NodeAddIn(EngineAccessIn):
+    addr: str = Field(default="", max_length=64, pattern=ADDR_PATTERN)
+
+
+class NodeUpdateIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    availability: Literal["active", "pause", "drain"] | None = None
+    label_add: Labels
+    label_rm: list[LabelKey] = Field(default_factory=list, max_length=1000)
+    role: Literal["manager", "worker"] | None = None
+
+    @field_validator("label_add")
+    @classmethod
+    def _labels(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            p.label(f"{key}={item}")
+        return value
+
+    @field_validator("label_rm")
+    @classmethod
+    def _label_keys(cls, value: list[str]) -> list[str]:
+        return [p.label_key(key) for key in value]

@@ -1,0 +1,64 @@
+"""Services: list, create, inspect, update, remove, their tasks and their logs."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from pyswarm.manager.api.auth import Client, Logs, Reader, Services
+from pyswarm.manager.api.errors import documented
+from pyswarm.manager.api.requests import ServiceUpdateIn, SpecIn
+from pyswarm.manager.api.responses import IdOut, ServiceOut, TaskOut, TextStream, service_out, task_out
+from pyswarm.manager.api.routes.nodes import Ref
+
+router = APIRouter()
+
+
+@router.get("/services", response_model=list[ServiceOut], responses=documented())
+def services(_: Client, read: Reader) -> list[ServiceOut]:
+    return [service_out(view) for view in read.services()]
+
+
+@router.post("/services", response_model=IdOut, status_code=201, responses=documented(400, 409))
+def service_create(body: SpecIn, _: Client, commands: Services) -> IdOut:
+    return IdOut(id=commands.create(body.to_spec()).id)
+
+
+@router.get("/services/{ref}", response_model=ServiceOut, responses=documented(404, 409))
+def service_get(ref: Ref, _: Client, read: Reader) -> ServiceOut:
+    return service_out(read.service(ref))
+
+
+@router.post("/services/{ref}/update", response_model=ServiceOut, responses=documented(400, 404, 409))
+def service_update(ref: Ref, body: ServiceUpdateIn, _: Client, commands: Services, read: Reader) -> ServiceOut:
+    updated = commands.update(ref, body.spec.to_spec(), body.version)
+    return service_out(read.service_view(updated))
+
+
+@router.delete("/services/{ref}", response_model=IdOut, responses=documented(404, 409))
+def service_rm(ref: Ref, _: Client, commands: Services) -> IdOut:
+    return IdOut(id=commands.remove(ref).id)
+
+
+@router.get("/services/{ref}/tasks", response_model=list[TaskOut], responses=documented(404, 409))
+def service_tasks(ref: Ref, _: Client, read: Reader) -> list[TaskOut]:
+    return [task_out(t) for t in read.tasks(service_ref=ref)]
+
+
+@router.get(
+    "/services/{ref}/logs",
+    response_class=TextStream,
+    responses={
+        200: {"description": "the tasks' log lines, each prefixed with its task and node, as they come"},
+        **documented(404, 409, plain_route=True),
+    },
+)
+def service_logs(
+    ref: Ref,
+    _: Client,
+    read: Reader,
+    logs: Logs,
+    tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
+    follow: bool = False,
+) -> StreamingResponse:
+    return TextStream(logs.stream(read.service(ref).service, tail, follow))

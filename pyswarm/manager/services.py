@@ -1,0 +1,108 @@
+"""Service commands: create, update, remove. Each is durable before it returns; the next pass acts on it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from pyswarm.manager.errors import Conflict, Invalid
+from pyswarm.manager.ids import new_id
+from pyswarm.manager.settings import EPHEMERAL_PORTS, RESERVED_PORTS
+from pyswarm.manager.state import ClusterState
+from pyswarm.manager.store import StateStore
+from pyswarm.manager.worklist import WorkList
+from pyswarm.model import PublishMode, Service, ServiceMode, ServiceSpec, TaskState
+from pyswarm.model.parse import SpecError, check_port_conflicts
+
+
+class ServiceCommands:
+    def __init__(self, state: ClusterState, work: WorkList, store: StateStore, listen_port: int) -> None:
+        self.state = state
+        self.work = work
+        self.store = store
+        self.listen_port = listen_port
+
+    def create(self, spec: ServiceSpec) -> Service:
+        with self.state.lock:
+            self._check(spec, None)
+            service = Service(id=new_id(), spec=spec)
+            self.store.write(services=[service])  # durable before we answer
+            self.state.services[service.id] = service
+            self.state.tasks_by_service[service.id] = {}
+            self.work.dirty_services.add(service.id)
+        self.work.notify()
+        return service
+
+    def update(self, ref: str, spec: ServiceSpec, version: int) -> Service:
+        with self.state.lock:
+            current = self.state.find_service(ref)
+            if version != current.version:
+                raise Conflict(
+                    f"update out of sequence: service {current.spec.name} is at version {current.version}, "
+                    f"the update was made against version {version}; read it again and retry"
+                )
+            if spec.name != current.spec.name:
+                raise Invalid("a service cannot be renamed")
+            if spec.mode is not current.spec.mode:
+                raise Invalid("a service's mode cannot be changed")
+            self._check(spec, current.id)
+            updated = replace(current, spec=spec, version=current.version + 1, updated_at=time.time())
+            self.store.write(services=[updated])
+            self.state.services[current.id] = updated
+            self.work.dirty_services.add(current.id)
+            self.work.updating.add(current.id)  # until a pass finds no task of another spec
+            self.work.schedule_again = True  # e.g. constraints or max-per-node relaxed
+        self.work.notify()
+        return updated
+
+    def remove(self, ref: str) -> Service:
+        with self.state.lock:
+            service = self.state.find_service(ref)
+            tasks = list(self.state.tasks_by_service.get(service.id, {}).values())
+            for task in tasks:
+                task.desired_state = TaskState.SHUTDOWN
+                task.message = "service removed"
+            # Durable now: the service is gone. Its tasks are written by the next pass (only passes write
+            # tasks, in order); after a crash before that, tasks of a missing service are shut down anyway.
+            self.store.write(delete_services=[service.id])
+            self.work.dirty_tasks.update(t.id for t in tasks)
+            del self.state.services[service.id]
+            self.work.attention.update(t.id for t in tasks)
+            self.work.dirty_services.add(service.id)  # the pass tells watchers and the mesh
+            self.work.schedule_again = True
+        self.work.notify()
+        return service
+
+    def _check(self, spec: ServiceSpec, service_id: str | None) -> None:
+        try:
+            check_port_conflicts(spec.ports)
+        except SpecError as exc:
+            raise Invalid(str(exc)) from None
+        if spec.mode is ServiceMode.GLOBAL and spec.replicas not in (0, 1):
+            raise Invalid("replicas can only be used with replicated mode")
+        for port in spec.ports:
+            if port.published in RESERVED_PORTS or port.published == self.listen_port:
+                raise Invalid(f"published port {port.published} is reserved (SSH or the manager listen port)")
+            if port.mode is PublishMode.INGRESS and port.published in EPHEMERAL_PORTS:
+                raise Invalid(
+                    f"published port {port.published} is in the engines' ephemeral range 32768-60999, where tasks' "
+                    "host ports live; choose a port below 32768"
+                )
+        for other in self.state.services.values():
+            if other.id != service_id:
+                self._check_against(spec, other)
+
+    @staticmethod
+    def _check_against(spec: ServiceSpec, other: Service) -> None:
+        if other.spec.name == spec.name:
+            raise Conflict(f"service name {spec.name!r} is already in use by service {other.id[:12]}")
+        for mine in spec.ports:
+            for theirs in other.spec.ports:
+                if mine.published != theirs.published or mine.protocol is not theirs.protocol:
+                    continue
+                if mine.mode is PublishMode.HOST and theirs.mode is PublishMode.HOST:
+                    continue  # host-mode ports only clash per node; the scheduler keeps them apart
+                raise Conflict(
+                    f"port '{mine.published}/{mine.protocol.value}' is already in use by service "
+                    f"'{other.spec.name}' ({other.id[:12]})"
+                )

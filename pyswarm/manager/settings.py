@@ -1,0 +1,88 @@
+"""Every tunable of the manager, in one place: the persisted Settings, and the fixed budgets and delays
+that the rooms use (grouped by the room that uses them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class Settings:
+    """What `swarm init` fixes and manager.json keeps."""
+
+    data_dir: Path
+    advertise_addr: str = "127.0.0.1"
+    listen_port: int = 2377
+    heartbeat: float = 0.5
+    heartbeat_misses: int = 3  # or 2 when the second is a host that refuses TCP (see heartbeat.py)
+    resync_interval: float = 10.0
+    history_limit: int = 5
+    per_node_parallelism: int = 8  # below sshd's MaxSessions
+    engine_timeout: float = 30.0
+    engine_workers: int = 64  # threads for engine calls, shared by all nodes
+
+
+# --- heartbeat (heartbeat.py) ---------------------------------------------------------------------------
+# The heartbeat's and the resyncs' budgets over all nodes: past 500 nodes (at the default 500 ms) the
+# heartbeat period stretches, and past 1,000 nodes the resync interval, so that the manager's steady work
+# does not grow with the cluster. Over SSH each ping and each listing is a request that paramiko encrypts in
+# this process; at 5,000 nodes the period is 5 s (swarm's own default) instead of 10,000 pings a second.
+MAX_PINGS_PER_SECOND = 1000
+MAX_RESYNCS_PER_SECOND = 100
+# A loaded dockerd (dozens of starts on 2 cores) can take over a second to answer a ping: a slow engine, not
+# a dead one. With 1 s, three slow answers in a row marked busy nodes Down in the SIGKILL trials.
+PING_TIMEOUT_MIN = 2.0
+PING_TIMEOUT_PERIODS = 1.5
+# A ping unanswered for a period gets its host checked with a TCP connect of at most this long.
+HOST_CHECK_TIMEOUT = 0.5
+PING_THREADS = 16
+PINGS_PER_BATCH = 32  # healthy nodes answer fast: a batch goes one after another
+BEAT_WAKES_PER_PERIOD = 4
+
+# --- engine jobs (executor.py, engine_jobs.py) ----------------------------------------------------------
+# An engine call at least this long (seconds) is a slow engine's: the node's other starts go in parallel.
+SLOW_START = 0.05
+# How long starts stall after an engine turned unreachable, before they are retried.
+UNREACHABLE_RETRY_DELAY = 1.0
+DEFAULT_STOP_GRACE = 10  # seconds, for a container whose service is gone
+PROBE_TIMEOUT_MAX = 15.0  # a join's probe of the engine it names
+# A LAN host's kernel accepts a TCP connect in milliseconds, however loaded: half the request timeout,
+# within these bounds.
+CONNECT_TIMEOUT_MIN = 0.5
+CONNECT_TIMEOUT_MAX = 3.0
+
+# --- events (events.py) ---------------------------------------------------------------------------------
+EVENT_STREAM_TIMEOUT = 3600.0  # an event stream waits long for its next event
+EVENT_RECONNECT_DELAY = 1.0
+
+# --- nodes (nodes.py) -----------------------------------------------------------------------------------
+# How long `swarm leave` waits for the node's containers to be removed; the rest goes on behind.
+LEAVE_WAIT = 5.0
+LEAVE_POLL = 0.02
+
+# --- reconcile loop (orchestrator.py) -------------------------------------------------------------------
+# Under a stream of changes a pass waits as long as the last one took, within these bounds.
+PASS_DEBOUNCE_MIN = 0.01
+PASS_DEBOUNCE_MAX = 0.2
+FAILED_PASS_PAUSE = 0.5
+STOP_JOIN_TIMEOUT = 5.0
+
+# --- task writer (writer.py) ----------------------------------------------------------------------------
+# How long (seconds) the writer holds back the row of a task being started, for its outcome.
+INFLIGHT_ROW_WAIT = 0.5
+# Parts (of a statement's rows each) taken per lock hold, and how far past them the writer looks for rows
+# that are not held back.
+WRITER_PARTS_PER_TAKE = 8
+WRITER_SCAN_FACTOR = 8
+WRITE_RETRY_DELAY = 1.0
+WRITER_STOP_TIMEOUT = 30.0
+
+# --- services (services.py) -----------------------------------------------------------------------------
+# Ports the mesh must never take over on every node: SSH is how the manager reaches the hosts.
+RESERVED_PORTS = frozenset({22})
+# Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
+EPHEMERAL_PORTS = range(32768, 61000)
+
+# --- logs (logs.py) -------------------------------------------------------------------------------------
+LOG_LINES_BUFFERED = 1000
