@@ -5,8 +5,11 @@ from __future__ import annotations
 import click
 
 from pyswarm import __version__
+from pyswarm.cli.info_cmd import info_cmd
+from pyswarm.cli.network_cmds import network
+from pyswarm.cli.node_cmds import node
 from pyswarm.cli.service_cmds import service
-from pyswarm.cli.swarm_cmds import info_cmd, manager_cmd, network, node, swarm
+from pyswarm.cli.swarm_cmds import manager_cmd, swarm
 
 
 class _Cli(click.Group):

@@ -1,11 +1,13 @@
-"""Tables and times the way the docker CLI shows them, drawn with rich."""
+"""Tables, times and task lists the way the docker CLI shows them, drawn with rich."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from typing import Any
 
+import click
 from rich.console import Console
 from rich.table import Table
 
@@ -44,3 +46,40 @@ def ago(timestamp: float, now: float | None = None) -> str:
 
 def short(identifier: str) -> str:
     return identifier[:12]
+
+
+def _state_text(task: dict[str, Any], now: float) -> str:
+    return f"{task['state'].capitalize()} {ago(task['state_changed_at'], now)}"
+
+
+def print_tasks(tasks: list[dict[str, Any]], no_trunc: bool, quiet: bool = False) -> None:
+    """The task table of `service ps` and `node ps` (or only the IDs, with quiet)."""
+    if quiet:
+        for task in tasks:
+            click.echo(task["id"])
+        return
+    now = time.time()
+    # Newest task of a slot first, older ones under it as `\_ web.1`, like docker.
+    tasks = sorted(
+        tasks, key=lambda t: (t["service_id"], t["slot"], t["node_id"] if not t["slot"] else "", -t["created_at"])
+    )
+    rows = []
+    previous = None
+    for task in tasks:
+        key = (task["service_id"], task["slot"], task["node_id"] if not task["slot"] else "")
+        name = task["name"] if key != previous else f" \\_ {task['name']}"
+        previous = key
+        error = task["error"] if no_trunc else (task["error"][:60] + ("…" if len(task["error"]) > 60 else ""))
+        rows.append(
+            [
+                task["id"] if no_trunc else short(task["id"]),
+                name,
+                task.get("image", ""),
+                task["node"],
+                task["desired_state"].capitalize(),
+                _state_text(task, now),
+                f'"{error}"' if error else "",
+                ", ".join(task["ports"]),
+            ]
+        )
+    table(["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], rows)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import click
-from rich.live import Live
-from rich.text import Text
 
 from pyswarm.cli.client import Api, fail, print_json, ref_path
-from pyswarm.cli.render import ago, console, short, table
+from pyswarm.cli.converge import converge
+from pyswarm.cli.render import console, print_tasks, short, table
+from pyswarm.cli.spec_update import UpdateFlags, port_dict, updated_spec, whole_number
 from pyswarm.model import parse
 
 
@@ -23,16 +22,6 @@ def _parsed(func: Any, values: Any) -> Any:
         return func(values)
     except parse.SpecError as exc:
         fail(str(exc))
-
-
-def _port_dict(text: str) -> dict[str, Any]:
-    port = _parsed(parse.publish, text)
-    return {
-        "published": port.published,
-        "target": port.target,
-        "protocol": port.protocol.value,
-        "mode": port.mode.value,
-    }
 
 
 def _ports_text(spec: dict[str, Any]) -> str:
@@ -98,9 +87,10 @@ def _with_options(options: list[Any]) -> Any:
 
 
 def _int(text: str, what: str) -> int:
-    if not text.isdigit():
-        fail(f"invalid {what} {text!r}: must be a whole number")
-    return int(text)
+    try:
+        return whole_number(text, what)
+    except parse.SpecError as exc:
+        fail(str(exc))
 
 
 @service.command("create", context_settings={"ignore_unknown_options": False})
@@ -146,7 +136,7 @@ def service_create(
         "command": list(command),
         "env": [_parsed(parse.env, e) for e in env],
         "labels": dict(_parsed(parse.label, item) for item in labels),
-        "ports": [_port_dict(item) for item in publish],
+        "ports": [_parsed(port_dict, item) for item in publish],
         "constraints": [str(_parsed(parse.constraint, c)) for c in constraints],
         "placement_prefs": [_parsed(parse.placement_pref, pref) for pref in placement_prefs],
         "max_replicas_per_node": _int(replicas_max_per_node, "--replicas-max-per-node") if replicas_max_per_node else 0,
@@ -167,7 +157,7 @@ def service_create(
     created = api.post("/services", spec)
     click.echo(created["id"])
     if not detach:
-        _converge(api, created["id"], wait, quiet)
+        converge(api, created["id"], wait, quiet)
 
 
 @service.command("ls")
@@ -197,42 +187,6 @@ def service_ls(quiet: bool, fmt: str) -> None:
             for s in services
         ],
     )
-
-
-def _state_text(task: dict[str, Any], now: float) -> str:
-    return f"{task['state'].capitalize()} {ago(task['state_changed_at'], now)}"
-
-
-def print_tasks(tasks: list[dict[str, Any]], no_trunc: bool, quiet: bool = False) -> None:
-    if quiet:
-        for task in tasks:
-            click.echo(task["id"])
-        return
-    now = time.time()
-    # Newest task of a slot first, older ones under it as `\_ web.1`, like docker.
-    tasks = sorted(
-        tasks, key=lambda t: (t["service_id"], t["slot"], t["node_id"] if not t["slot"] else "", -t["created_at"])
-    )
-    rows = []
-    previous = None
-    for task in tasks:
-        key = (task["service_id"], task["slot"], task["node_id"] if not task["slot"] else "")
-        name = task["name"] if key != previous else f" \\_ {task['name']}"
-        previous = key
-        error = task["error"] if no_trunc else (task["error"][:60] + ("…" if len(task["error"]) > 60 else ""))
-        rows.append(
-            [
-                task["id"] if no_trunc else short(task["id"]),
-                name,
-                task.get("image", ""),
-                task["node"],
-                task["desired_state"].capitalize(),
-                _state_text(task, now),
-                f'"{error}"' if error else "",
-                ", ".join(task["ports"]),
-            ]
-        )
-    table(["ID", "NAME", "IMAGE", "NODE", "DESIRED STATE", "CURRENT STATE", "ERROR", "PORTS"], rows)
 
 
 def _tasks_with_image(api: Api, ref: str) -> list[dict[str, Any]]:
@@ -335,93 +289,19 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
 @click.option("--force", is_flag=True, help="Force update even if no changes require it (replaces every task).")
 @click.option("--timeout", default="120s", show_default=True, help="How long to wait for convergence without -d.")
 @click.argument("ref")
-def service_update(
-    replicas: str | None,
-    env: tuple[str, ...],
-    labels: tuple[str, ...],
-    publish: tuple[str, ...],
-    constraints: tuple[str, ...],
-    placement_prefs: tuple[str, ...],
-    replicas_max_per_node: str | None,
-    restart_condition: str | None,
-    restart_delay: str | None,
-    restart_max_attempts: str | None,
-    restart_window: str | None,
-    stop_grace_period: str | None,
-    detach: bool,
-    quiet: bool,
-    image: str | None,
-    env_add: tuple[str, ...],
-    env_rm: tuple[str, ...],
-    label_add: tuple[str, ...],
-    label_rm: tuple[str, ...],
-    publish_add: tuple[str, ...],
-    publish_rm: tuple[str, ...],
-    constraint_add: tuple[str, ...],
-    constraint_rm: tuple[str, ...],
-    force: bool,
-    timeout: str,
-    ref: str,
-) -> None:
+def service_update(detach: bool, quiet: bool, timeout: str, ref: str, **flags: Any) -> None:
     """Update a service."""
     wait = _parsed(parse.duration, timeout)  # before anything is changed
     api = Api()
     current = api.get(f"/services/{_path(ref)}")
-    spec = dict(current["spec"])
-    if replicas is not None:
-        if spec["mode"] == "global":
-            fail("replicas can only be used with replicated mode")
-        spec["replicas"] = _parsed(parse.replicas, replicas)
-    if image:
-        spec["image"] = _parsed(parse.image, image)
-    env_list = [e for e in spec["env"] if e.split("=", 1)[0] not in set(env_rm)]
-    for item in (*env, *env_add):
-        _parsed(parse.env, item)
-        env_list = [e for e in env_list if e.split("=", 1)[0] != item.split("=", 1)[0]] + [item]
-    spec["env"] = env_list
-    spec["labels"] = {k: v for k, v in spec["labels"].items() if k not in set(label_rm)}
-    spec["labels"].update(dict(_parsed(parse.label, item) for item in (*labels, *label_add)))
-    ports = list(spec["ports"])
-    for item in publish_rm:
-        published = _parsed(lambda text: parse.port_number(text.split(":")[0].split("/")[0], "port"), item)
-        kept = [p for p in ports if p["published"] != published]
-        if len(kept) == len(ports):
-            fail(f"no published port {published} on service {spec['name']}")
-        ports = kept
-    for item in (*publish, *publish_add):
-        new = _port_dict(item)
-        ports = [p for p in ports if (p["published"], p["protocol"]) != (new["published"], new["protocol"])] + [new]
-    spec["ports"] = ports
-    constraint_list = [
-        c for c in spec["constraints"] if c not in {str(_parsed(parse.constraint, c)) for c in constraint_rm}
-    ]
-    for item in (*constraints, *constraint_add):
-        text = str(_parsed(parse.constraint, item))
-        if text not in constraint_list:
-            constraint_list.append(text)
-    spec["constraints"] = constraint_list
-    if placement_prefs:
-        spec["placement_prefs"] = [_parsed(parse.placement_pref, pref) for pref in placement_prefs]
-    if replicas_max_per_node is not None:
-        spec["max_replicas_per_node"] = _int(replicas_max_per_node, "--replicas-max-per-node")
-    restart = dict(spec["restart_policy"])
-    if restart_condition:
-        restart["condition"] = _parsed(parse.restart_condition, restart_condition).value
-    if restart_delay:
-        restart["delay"] = _parsed(parse.duration, restart_delay)
-    if restart_max_attempts:
-        restart["max_attempts"] = _int(restart_max_attempts, "--restart-max-attempts")
-    if restart_window:
-        restart["window"] = _parsed(parse.duration, restart_window)
-    spec["restart_policy"] = restart
-    if stop_grace_period:
-        spec["stop_grace_period"] = _parsed(parse.duration, stop_grace_period)
-    if force:
-        spec["force_update"] = int(spec.get("force_update", 0)) + 1
+    try:
+        spec = updated_spec(current["spec"], UpdateFlags(**flags))
+    except parse.SpecError as exc:
+        fail(str(exc))
     api.post(f"/services/{_path(ref)}/update", {"version": current["version"], "spec": spec})
     click.echo(spec["name"])
     if not detach:
-        _converge(api, current["id"], wait, quiet)
+        converge(api, current["id"], wait, quiet)
 
 
 @service.command("scale")
@@ -447,7 +327,7 @@ def service_scale(detach: bool, pairs: tuple[str, ...]) -> None:
         api.post(f"/services/{_path(name)}/update", {"version": current["version"], "spec": spec})
         click.echo(f"{name} scaled to {count}")
         if not detach:
-            _converge(api, current["id"], 120.0, quiet=False)
+            converge(api, current["id"], 120.0, quiet=False)
     if failed:
         raise SystemExit(1)
 
@@ -472,49 +352,3 @@ def service_logs(follow: bool, tail: str, ref: str) -> None:
     if tail != "all":
         params["tail"] = _int(tail, "--tail")
     Api().stream(f"/services/{_path(ref)}/logs", params)
-
-
-# --- convergence display ---------------------------------------------------------------------------------
-
-
-def _converge(api: Api, service_id: str, timeout: float, quiet: bool) -> None:
-    """Show progress like docker's until every wanted task runs; exit 1 if it cannot converge."""
-    deadline = time.time() + timeout
-    seen = 0
-    stable_since: float | None = None
-    with Live(console=console, transient=False, auto_refresh=False) as live:
-        while True:
-            service_data = api.get(f"/services/{service_id}")
-            tasks = api.get(f"/services/{service_id}/tasks")
-            wanted = [t for t in tasks if t["desired_state"] == "running"]
-            running, desired = service_data["running"], service_data["desired"]
-            lines = [f"overall progress: {running} out of {desired} tasks"]
-            for task in sorted(wanted, key=lambda t: (t["slot"], t["node"]))[:20]:
-                label = f"{task['slot']}/{desired}" if task["slot"] else task["node"]
-                bar = "[" + "=" * 50 + ">]" if task["state"] == "running" else ""
-                lines.append(f"{label}: {task['state']:<10} {bar}")
-            # An image missing on every node the tasks can go to will never converge: say so and stop.
-            rejected_on = {t["node"] for t in tasks if t["state"] == "rejected" and "No such image" in t["error"]}
-            converged = running == desired and len(wanted) == desired
-            now = time.time()
-            stable_since = (stable_since or now) if converged else None
-            done = stable_since is not None and now - stable_since >= 0.5
-            if done:
-                lines.append("verify: Service converged")
-            if not quiet:
-                live.update(Text("\n".join(lines)), refresh=True)
-            if done:
-                return
-            if rejected_on and running == 0:
-                error = next(t["error"] for t in tasks if t["state"] == "rejected")
-                fail(
-                    f"service {service_data['spec']['name']} cannot converge: task rejected: {error}. "
-                    "The service stays and keeps retrying: load the image on the nodes, or `pyswarm service rm` it."
-                )
-            if now > deadline:
-                errors = {t["error"] for t in tasks if t["error"]}
-                fail(
-                    f"service {service_data['spec']['name']} did not converge within {timeout:g}s"
-                    + (f": {'; '.join(sorted(errors))[:400]}" if errors else "")
-                )
-            seen = api.get("/events/wait", params={"seen": seen, "timeout": 0.5}, timeout=10)["counter"]

@@ -1,4 +1,4 @@
-"""`swarm`, `node`, `info`, `network` and `manager`: the cluster-level verbs."""
+"""`swarm` (init, join, join-token, leave) and `manager`: this machine's membership of a swarm."""
 
 from __future__ import annotations
 
@@ -10,35 +10,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 import httpx
 
-from pyswarm.cli.client import Api, config_path, fail, print_json, ref_path, remove_client_config, save_client_config
-from pyswarm.cli.render import short, table
+from pyswarm.cli.client import Api, config_path, fail, remove_client_config, save_client_config
+from pyswarm.cli.engine_access import engine_access, engine_access_options, local_engine, local_engine_url
 from pyswarm.manager.daemon import EXIT_CONFIG, LOG_FILE, NODE_FILE, PID_FILE, data_dir, save_settings, serve
 from pyswarm.manager.files import read_json, write_private_json
 from pyswarm.model import parse
-
-if TYPE_CHECKING:
-    from pyswarm.drivers.engine import DockerEngine
 
 # The docker SDK (drivers.engine) and the manager (core, store) are imported inside the commands that use
 # them: client commands only talk HTTP to the manager and should start fast.
 
 # --- swarm ---------------------------------------------------------------------------------------------
-
-
-def local_engine_url() -> str:
-    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-
-
-def local_engine(timeout: float) -> DockerEngine:
-    """This machine's engine, through the docker SDK."""
-    from pyswarm.drivers.engine import DockerEngine
-
-    return DockerEngine(local_engine_url(), timeout=timeout)
 
 
 def _split_addr(text: str, default_port: int = 2377) -> tuple[str, int]:
@@ -122,70 +108,6 @@ def _wait_api(host: str, token: str, process: subprocess.Popen[bytes] | None, ti
     fail(f"the manager did not answer at {host} within {timeout:.0f}s; see {data_dir() / LOG_FILE}")
 
 
-def engine_access_options(func: Any) -> Any:
-    """Flags that say how the manager may trust an engine: TLS files for tcp://, a host key for ssh://."""
-    for option in reversed(
-        [
-            click.option(
-                "--tlscacert", type=click.Path(dir_okay=False), help="CA that signed a tcp:// engine's certificate."
-            ),
-            click.option("--tlscert", type=click.Path(dir_okay=False), help="Client certificate for a tcp:// engine."),
-            click.option("--tlskey", type=click.Path(dir_okay=False), help="Client key for a tcp:// engine."),
-            click.option("--insecure-tcp", is_flag=True, help="Accept a tcp:// engine without TLS (prints a warning)."),
-            click.option(
-                "--ssh-fingerprint",
-                default=None,
-                help="Pin the engine host's SSH key (SHA256:..., as `ssh-keygen -lf` prints) instead of known_hosts.",
-            ),
-        ]
-    ):
-        func = option(func)
-    return func
-
-
-def engine_access(
-    engine_url: str,
-    tlscacert: str | None,
-    tlscert: str | None,
-    tlskey: str | None,
-    insecure_tcp: bool,
-    ssh_fingerprint: str | None,
-) -> dict[str, Any]:
-    """Validate the flags and turn them into the API's fields (PEM text travels, paths do not)."""
-    from pyswarm.drivers.engine import validate_engine_url
-
-    given = [f for f in (tlscacert, tlscert, tlskey) if f]
-    if given and len(given) != 3:
-        fail("TLS needs all three of --tlscacert, --tlscert and --tlskey")
-    if given and not engine_url.startswith("tcp://"):
-        fail("--tlscacert/--tlscert/--tlskey only apply to tcp:// engines")
-    if ssh_fingerprint and not engine_url.startswith("ssh://"):
-        fail("--ssh-fingerprint only applies to ssh:// engines")
-    if ssh_fingerprint and not re.fullmatch(r"SHA256:[A-Za-z0-9+/]{43}", ssh_fingerprint):
-        fail(f"invalid --ssh-fingerprint {ssh_fingerprint[:60]!r}: expected SHA256:<43 base64 characters>")
-    try:
-        validate_engine_url(engine_url, insecure_tcp=insecure_tcp or bool(given))
-    except ValueError as exc:
-        fail(str(exc))
-    body: dict[str, Any] = {"insecure_tcp": insecure_tcp}
-    if given:
-        pems = []
-        for path in (tlscacert, tlscert, tlskey):
-            try:
-                text = Path(str(path)).read_text()
-            except (OSError, UnicodeDecodeError) as exc:
-                fail(f"cannot read {path}: {exc}")
-            if "-----BEGIN " not in text or len(text) > 65536:
-                fail(f"{path} is not a PEM file")
-            pems.append(text)
-        body["tls"] = {"ca": pems[0], "cert": pems[1], "key": pems[2]}
-    elif insecure_tcp and engine_url.startswith("tcp://"):
-        click.echo("WARNING: the engine is reached over TCP without TLS: anyone on the network can drive it.", err=True)
-    if ssh_fingerprint:
-        body["ssh_fingerprint"] = ssh_fingerprint
-    return body
-
-
 @click.group()
 def swarm() -> None:
     """Manage the swarm: init, join, join-token, leave."""
@@ -219,7 +141,9 @@ def swarm_init(
 ) -> None:
     """Initialise a swarm: this node becomes its manager (and, by default, a worker too)."""
     from pyswarm.drivers.engine import validate_engine_url
-    from pyswarm.manager.core import Manager, ManagerError, Settings
+    from pyswarm.manager.errors import ManagerError
+    from pyswarm.manager.manager import Manager
+    from pyswarm.manager.settings import Settings
     from pyswarm.manager.store import StoreError
 
     directory = data_dir()
@@ -248,10 +172,11 @@ def swarm_init(
     )
     try:
         manager = Manager(settings)
-        node = manager.initialise(engine_url, advertise_host, parse.availability(availability))
+        node = manager.registration.initialise(engine_url, advertise_host, parse.availability(availability))
     except (ManagerError, StoreError) as exc:
-        fail(exc.message if isinstance(exc, ManagerError) else str(exc))
-    token_client, token_worker = manager.meta["token_client"], manager.meta["token_worker"]
+        fail(str(exc))
+    token_client = manager.credentials.client_token()
+    token_worker = manager.credentials.join_token("worker", rotate=False)
     manager.store.close()
     save_settings(settings, listen_host)
     host = f"http://{advertise_host}:{listen_port}"
@@ -306,10 +231,29 @@ def swarm_join(
     except EngineError as exc:
         fail(f"cannot read this node's engine at {local_engine_url()}: {exc}")
     manager = f"http://{host}:{port}"
+    data = _request_join(
+        host, port, token, {"engine_url": engine_url, "engine_id": engine_id, "addr": source, **access}
+    )
+    write_private_json(
+        directory / NODE_FILE,
+        {
+            "role": data["role"],
+            "node_id": data["node_id"],
+            "manager": manager,
+            "node_secret": data["node_secret"],
+        },
+    )
+    if data.get("client_token"):
+        save_client_config(manager, data["client_token"])
+    click.echo(f"This node joined a swarm as a {data['role']}.")
+
+
+def _request_join(host: str, port: int, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /swarm/join to the manager at host:port; its answer (role, node ID, secrets), or exit 1."""
     try:
         response = httpx.post(
-            f"{manager}/swarm/join",
-            json={"engine_url": engine_url, "engine_id": engine_id, "addr": source, **access},
+            f"http://{host}:{port}/swarm/join",
+            json=body,
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
         )
@@ -324,19 +268,8 @@ def swarm_join(
         if response.status_code == 401:
             detail = "invalid join token"
         fail(f"join refused: {detail}")
-    data = response.json()
-    write_private_json(
-        directory / NODE_FILE,
-        {
-            "role": data["role"],
-            "node_id": data["node_id"],
-            "manager": manager,
-            "node_secret": data["node_secret"],
-        },
-    )
-    if data.get("client_token"):
-        save_client_config(manager, data["client_token"])
-    click.echo(f"This node joined a swarm as a {data['role']}.")
+    data: dict[str, Any] = response.json()
+    return data
 
 
 def _user() -> str:
@@ -441,211 +374,9 @@ def manager_cmd(directory: Path | None) -> None:
         fail(str(exc), code=EXIT_CONFIG)
 
 
-# --- info ----------------------------------------------------------------------------------------------
+# --- this machine's membership --------------------------------------------------------------------------
 
 
-@click.command("info")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def info_cmd(fmt: str) -> None:
-    """Display swarm-wide information."""
-    api = Api()
-    info = api.get("/info")
-    nodes = api.get("/nodes")
-    if fmt == "json":
-        print_json({"info": info, "nodes": nodes})
-        return
-    me = next((n for n in nodes if n["id"] == info["node_id"]), None)
-    lines = [
-        f"Server Version: pyswarm {info['version']}",
-        f"Services: {info['services']}",
-        f"Tasks: {info['tasks']} (running: {info['running_tasks']})",
-        "Swarm: active",
-        f" NodeID: {info['node_id']}",
-        " Is Manager: true",
-        f" ClusterID: {info['cluster_id']}",
-        f" Managers: {info['managers']}",
-        f" Nodes: {info['nodes']}",
-        f" Heartbeat Period: {info['heartbeat']:g} seconds",
-        " Manager Addresses:",
-        f"  {info['manager_addr']}",
-        f" Node Address: {me['addr'] if me else ''}",
-        f"Name: {me['hostname'] if me else ''}",
-        f"Engine Version: {me['engine_version'] if me else ''}",
-        "IsManager: Yes",
-        "Ingress: iptables routing mesh (kube-proxy style)",
-    ]
-    click.echo("\n".join(lines))
-
-
-# --- node ----------------------------------------------------------------------------------------------
-
-
-def _current_node_id() -> str:
+def current_node_id() -> str:
+    """This machine's node ID in its swarm (from the node.json that `swarm init`/`join` wrote), or ""."""
     return str((read_json(data_dir() / NODE_FILE) or {}).get("node_id", ""))
-
-
-def _node_status(node: dict[str, Any]) -> str:
-    return {"ready": "Ready", "down": "Down"}.get(node["status"], "Unknown")
-
-
-@click.group()
-def node() -> None:
-    """Manage swarm nodes."""
-
-
-@node.command("ls")
-@click.option("-q", "--quiet", is_flag=True, help="Only display IDs.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table")
-def node_ls(quiet: bool, fmt: str) -> None:
-    """List nodes in the swarm."""
-    nodes = Api().get("/nodes")
-    if fmt == "json":
-        print_json(nodes)
-        return
-    if quiet:
-        for item in nodes:
-            click.echo(item["id"])
-        return
-    me = _current_node_id()
-    rows = []
-    for item in nodes:
-        ident = item["id"][:25] + (" *" if item["id"] == me else "")
-        ingress = "" if item["ingress_synced"] is not False else "  (no ingress)"
-        rows.append(
-            [
-                ident,
-                item["hostname"],
-                _node_status(item),
-                item["availability"].capitalize(),
-                "Leader" if item["leader"] else ("Reachable" if item["role"] == "manager" else ""),
-                item["engine_version"] + ingress,
-            ]
-        )
-    table(["ID", "HOSTNAME", "STATUS", "AVAILABILITY", "MANAGER STATUS", "ENGINE VERSION"], rows)
-
-
-@node.command("inspect")
-@click.option("--pretty", is_flag=True, help="Print the information in a human friendly format.")
-@click.argument("refs", nargs=-1, required=True)
-def node_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
-    """Display detailed information on one or more nodes."""
-    api = Api()
-    items = [api.get(f"/nodes/{_path(ref)}") for ref in refs]
-    if not pretty:
-        print_json(items)
-        return
-    for item in items:
-        click.echo(
-            f"ID:\t\t\t{item['id']}\nHostname:\t\t{item['hostname']}\nStatus:\n State:\t\t\t"
-            f"{_node_status(item)}\n Message:\t\t{item['status_message']}\n Availability:\t\t"
-            f"{item['availability'].capitalize()}\n Address:\t\t{item['addr']}\nManager Status:\t\t"
-            f"{'Leader' if item['leader'] else item['role']}\nEngine:\n URL:\t\t\t{item['engine_url']}\n"
-            f" Version:\t\t{item['engine_version']}\nLabels:\t\t\t{item['labels']}\nIngress:\t\t"
-            f"{_ingress_text(item)}\n"
-        )
-
-
-def _ingress_text(item: dict[str, Any]) -> str:
-    if item["ingress_synced"] is None:
-        return "not synced yet"
-    return "synced" if item["ingress_synced"] else f"NO INGRESS: {item['ingress_error']}"
-
-
-def _path(ref: str) -> str:
-    return ref_path(ref)
-
-
-@node.command("update")
-@click.option("--availability", type=click.Choice(["active", "pause", "drain"]), default=None)
-@click.option("--label-add", multiple=True, help="Add or update a node label (key=value).")
-@click.option("--label-rm", multiple=True, help="Remove a node label if exists.")
-@click.option("--role", type=click.Choice(["worker", "manager"]), default=None)
-@click.argument("ref")
-def node_update(
-    availability: str | None, label_add: tuple[str, ...], label_rm: tuple[str, ...], role: str | None, ref: str
-) -> None:
-    """Update a node."""
-    try:
-        labels = dict(parse.label(text) for text in label_add)
-        removed = [parse.label_key(key) for key in label_rm]
-    except parse.SpecError as exc:
-        fail(str(exc))
-    result = Api().post(
-        f"/nodes/{_path(ref)}/update",
-        {"availability": availability, "label_add": labels, "label_rm": removed, "role": role},
-    )
-    click.echo(result["id"])
-
-
-@node.command("rm")
-@click.option("-f", "--force", is_flag=True, help="Force-remove a node from the swarm.")
-@click.argument("refs", nargs=-1, required=True)
-def node_rm(force: bool, refs: tuple[str, ...]) -> None:
-    """Remove one or more nodes from the swarm."""
-    api = Api()
-    for ref in refs:
-        api.delete(f"/nodes/{_path(ref)}", params={"force": force})
-        click.echo(ref)
-
-
-@node.command("add")
-@engine_access_options
-@click.argument("engine_url")
-def node_add(
-    tlscacert: str | None,
-    tlscert: str | None,
-    tlskey: str | None,
-    insecure_tcp: bool,
-    ssh_fingerprint: str | None,
-    engine_url: str,
-) -> None:
-    """Add an engine from the manager side, with nothing run on the worker."""
-    access = engine_access(engine_url, tlscacert, tlscert, tlskey, insecure_tcp, ssh_fingerprint)
-    result = Api(timeout=60).post("/nodes", {"engine_url": engine_url, **access})
-    click.echo(result["id"])
-
-
-@node.command("ps")
-@click.argument("ref", default="self")
-def node_ps(ref: str) -> None:
-    """List tasks running on a node (default: this one)."""
-    from pyswarm.cli.service_cmds import print_tasks
-
-    if ref == "self":
-        ref = _current_node_id() or fail("this node is not in a swarm: name a node")
-    print_tasks(Api().get(f"/nodes/{_path(ref)}/tasks"), no_trunc=False)
-
-
-# --- network -------------------------------------------------------------------------------------------
-
-
-@click.group()
-def network() -> None:
-    """Networks: the swarm's ingress routing mesh and each node's local networks."""
-
-
-@network.command("ls")
-def network_ls() -> None:
-    """List networks: the swarm's ingress, then this node's local networks (as docker shows them)."""
-    networks = Api().get("/networks")
-    rows = [[short(n["id"]), n["name"], n["driver"], n["scope"]] for n in networks]
-    if os.environ.get("DOCKER_HOST") or os.path.exists("/var/run/docker.sock"):
-        from pyswarm.drivers.engine import EngineError
-
-        try:
-            local = local_engine(timeout=5)
-            rows += [[item["Id"][:12], item["Name"], item["Driver"], item["Scope"]] for item in local.api.networks()]
-            local.close()
-        except EngineError as exc:
-            click.echo(f"(local networks not shown: {exc})", err=True)
-    table(["NETWORK ID", "NAME", "DRIVER", "SCOPE"], sorted(rows, key=lambda r: r[1]))
-
-
-@network.command("inspect")
-@click.argument("name")
-def network_inspect(name: str) -> None:
-    """Show the ingress network: per published port, its endpoints and which nodes have synced rules."""
-    networks = {n["name"]: n for n in Api().get("/networks")}
-    if name not in networks:
-        fail(f"network {name[:80]!r} not found")
-    print_json(networks[name])

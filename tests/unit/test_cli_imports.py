@@ -16,7 +16,7 @@ import pytest
 
 from tests.unit.inprocess import ApiServer, Cluster
 
-HEAVY = ("docker", "paramiko", "requests", "fastapi", "uvicorn", "pydantic", "pyswarm.manager.core", "pyswarm.lab")
+HEAVY = ("docker", "paramiko", "requests", "fastapi", "uvicorn", "pydantic", "pyswarm.manager.manager", "pyswarm.lab")
 
 # Runs `setup` (which sets `result`) in a fresh interpreter, then reports `result` and the heavy modules loaded.
 PROBE = """
@@ -53,7 +53,9 @@ def manager_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     [
         pytest.param(["service", "ls"], "web", id="service ls"),
         pytest.param(["service", "ps", "web"], "web.1", id="service ps"),
+        pytest.param(["service", "update", "-d", "--force", "api"], "api", id="service update"),
         pytest.param(["node", "ls"], "node-01", id="node ls"),
+        pytest.param(["node", "ps", "node-01"], "Running", id="node ps"),
         pytest.param(["info"], "Swarm: active", id="info"),
     ],
 )
