@@ -21,7 +21,7 @@ filter table::
 
 Rules are rendered exactly as `iptables-save` (1.8.9, nf_tables backend) prints them, so that the rules read
 back from a host compare equal to freshly rendered ones and a resync after a restart rewrites nothing. The
-canonical form was checked on a real host; `tests/unit/test_ingress_render.py` round-trips it as root.
+canonical form was checked on a real host; `tests/unit/planners/test_ingress_render.py` round-trips it as root.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`pyswarm service update` end to end, against a real API server on a manager with in-memory engines: the
 flags reach `updated_spec` (click's parameters become UpdateFlags), the merged spec is posted, the command
 prints the service's name, and without -d it waits for convergence. The refusals are in
-tests/unit/test_bad_input_cli.py."""
+tests/unit/cli/test_bad_input_cli.py."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from bench.__main__ import _swarm_args, build_parser
 from bench.mesh import MeshArgs
 from bench.swarm.config import SwarmArgs
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+BENCH = Path(__file__).resolve().parents[3] / "bench"
 
 MESH_DEFAULTS = {
     "mesh_rounds": 5,

@@ -20,7 +20,7 @@ import yaml
 
 from pyswarm.lab import Lab, LabConfig
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PLAYBOOKS = REPO / "playbooks"
 ROLE = PLAYBOOKS / "roles" / "pyswarm"
 VAGRANTFILE = REPO / "vagrant" / "Vagrantfile"
