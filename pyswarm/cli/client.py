@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -11,7 +14,9 @@ from typing import Any, NoReturn
 import click
 import httpx
 
+from pyswarm.cli.text import printable
 from pyswarm.manager.files import read_json, write_private_json
+from pyswarm.manager.ids import token_ca_digest
 
 
 def config_path() -> Path:
@@ -20,8 +25,47 @@ def config_path() -> Path:
     return Path(os.path.expanduser("~")) / ".config" / "pyswarm" / "config.json"
 
 
-def save_client_config(host: str, token: str) -> None:
-    write_private_json(config_path(), {"host": host, "token": token})
+def save_client_config(host: str, token: str, ca: str) -> None:
+    """Where the manager is, the client credential, and the cluster CA that the manager's certificate must
+    chain to (0600: the credential gives full access)."""
+    write_private_json(config_path(), {"host": host, "token": token, "ca": ca})
+
+
+def tls_context(ca_pem: str) -> ssl.SSLContext:
+    """Trust the cluster's CA and nothing else. As in swarm, a manager is whoever holds a certificate from
+    that CA, whatever address it is reached at, so host names are not checked."""
+    try:
+        context = ssl.create_default_context(cadata=ca_pem)
+    except (ssl.SSLError, ValueError) as exc:
+        fail(f"the swarm's CA certificate is unusable: {exc}")
+    context.check_hostname = False
+    return context
+
+
+def verified_ca(base_url: str, token: str) -> str:
+    """The manager's CA certificate, fetched before anything is sent and checked against the digest in the
+    join token: a manager that cannot show the token's CA is refused."""
+    where = base_url.split("://", 1)[-1]
+    expected = token_ca_digest(token)
+    if expected is None:
+        fail("join refused: invalid join token (expected PSWTKN-1-<CA digest>-<kind>-<secret>: see `swarm join-token`)")
+    try:
+        # Not verified yet: what the manager presents is checked against the token below.
+        response = httpx.get(f"{base_url}/swarm/ca", verify=False, timeout=10)  # noqa: S501
+    except httpx.TransportError as exc:
+        fail(f"cannot reach a manager at {where}: {exc}")
+    if response.status_code != 200:
+        fail(f"the manager at {where} did not give its CA certificate ({response.status_code})")
+    try:
+        digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(response.text)).hexdigest()
+    except ValueError:
+        fail(f"the manager at {where} gave a CA certificate that is not PEM")
+    if not hmac.compare_digest(digest, expected):
+        fail(
+            f"the manager at {where} is not the swarm of this join token: its CA digest is {digest[:16]}…, "
+            f"the token names {expected[:16]}…. Check the address, or get the token again"
+        )
+    return response.text
 
 
 def remove_client_config() -> None:
@@ -29,7 +73,7 @@ def remove_client_config() -> None:
 
 
 def fail(message: str, code: int = 1) -> NoReturn:
-    click.echo(f"Error: {message}", err=True)
+    click.echo(f"Error: {printable(message)}", err=True)  # it may quote an engine's or a client's text
     sys.exit(code)
 
 
@@ -44,8 +88,10 @@ def ref_path(ref: str, what: str = "reference") -> str:
 
 def normalise_host(host: str) -> str:
     host = host.strip()
+    if host.startswith("http://"):
+        fail(f"{host}: the manager speaks only HTTPS (TLS with the cluster's CA); use https:// or no scheme")
     if "://" not in host:
-        host = "http://" + host
+        host = "https://" + host
     if host.count(":") == 1:  # no port given
         host += ":2377"
     return host.rstrip("/")
@@ -62,7 +108,18 @@ class Api:
                 "or `pyswarm swarm join` with a manager token, or set --host/PYSWARM_HOST and PYSWARM_TOKEN."
             )
         self.host = normalise_host(host)
-        self.http = httpx.Client(base_url=self.host, headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+        ca = _read_ca(os.environ.get("PYSWARM_CA")) or config.get("ca")
+        if not ca:
+            fail(
+                f"no CA certificate for the manager at {self.host}: set PYSWARM_CA to the swarm's CA file "
+                "(on the manager: /var/lib/pyswarm/certificates/ca.pem), or join with a manager token"
+            )
+        self.http = httpx.Client(
+            base_url=self.host,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=timeout,
+            verify=tls_context(ca),
+        )
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -104,6 +161,15 @@ class Api:
                     sys.stdout.buffer.flush()
         except httpx.TransportError as exc:
             fail(f"lost the connection to the manager at {self.host}: {exc}")
+
+
+def _read_ca(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        fail(f"cannot read the CA certificate {path}: {exc.strerror}")
 
 
 def print_json(data: Any) -> None:

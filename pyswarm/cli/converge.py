@@ -9,6 +9,7 @@ from rich.text import Text
 
 from pyswarm.cli.client import Api, fail
 from pyswarm.cli.render import console
+from pyswarm.cli.text import printable
 
 
 def converge(api: Api, service_id: str, timeout: float, quiet: bool) -> None:
@@ -24,7 +25,7 @@ def converge(api: Api, service_id: str, timeout: float, quiet: bool) -> None:
             running, desired = service_data["running"], service_data["desired"]
             lines = [f"overall progress: {running} out of {desired} tasks"]
             for task in sorted(wanted, key=lambda t: (t["slot"], t["node"]))[:20]:
-                label = f"{task['slot']}/{desired}" if task["slot"] else task["node"]
+                label = f"{task['slot']}/{desired}" if task["slot"] else printable(task["node"], one_line=True)
                 bar = "[" + "=" * 50 + ">]" if task["state"] == "running" else ""
                 lines.append(f"{label}: {task['state']:<10} {bar}")
             # An image missing on every node the tasks can go to will never converge: say so and stop.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pyswarm.cli.client import Api, print_json
+from pyswarm.cli.text import printable
 
 
 @click.command("info")
@@ -30,10 +31,10 @@ def info_cmd(fmt: str) -> None:
         f" Nodes: {info['nodes']}",
         f" Heartbeat Period: {info['heartbeat']:g} seconds",
         " Manager Addresses:",
-        f"  {info['manager_addr']}",
-        f" Node Address: {me['addr'] if me else ''}",
-        f"Name: {me['hostname'] if me else ''}",
-        f"Engine Version: {me['engine_version'] if me else ''}",
+        f"  {printable(info['manager_addr'], one_line=True)}",
+        f" Node Address: {printable(me['addr'], one_line=True) if me else ''}",
+        f"Name: {printable(me['hostname'], one_line=True) if me else ''}",
+        f"Engine Version: {printable(me['engine_version'], one_line=True) if me else ''}",
         "IsManager: Yes",
         "Ingress: iptables routing mesh (kube-proxy style)",
     ]

@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pyswarm.cli.text import cell, escaped
 from pyswarm.lab import Lab, LabConfig, LabError, LabNodeStatus, LabNotFound
 from pyswarm.lab.config import DEFAULT_NODES, DEFAULT_SUBNET, MAX_NODES
 from pyswarm.lab.lab import require_root
@@ -25,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _log(msg: str) -> None:
-    err.print(f"[dim]{msg}[/dim]", highlight=False)
+    err.print(f"[dim]{escaped(msg, one_line=False)}[/dim]", highlight=False)
 
 
 def _handle_errors(fn: F) -> F:
@@ -37,7 +38,7 @@ def _handle_errors(fn: F) -> F:
             require_root()
             return fn(*args, **kwargs)
         except LabError as e:
-            err.print(f"[bold red]error:[/bold red] {e}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/bold red] {escaped(e, one_line=False)}", highlight=False, markup=True)
             sys.exit(1)
         except KeyboardInterrupt:
             err.print("[red]interrupted[/red]")
@@ -58,10 +59,10 @@ def status_table(statuses: Sequence[LabNodeStatus]) -> Table:
     for s in statuses:
         colour = colours.get(s.state, "red")
         table.add_row(
-            s.node.name,
-            s.node.addr,
-            s.node.engine_url,
-            s.engine_version or "-",
+            cell(s.node.name),
+            cell(s.node.addr),
+            cell(s.node.engine_url),
+            cell(s.engine_version or "-"),
             f"[{colour}]{s.state}[/{colour}]",
         )
     return table
@@ -97,7 +98,7 @@ def ls() -> None:
     try:
         lab_ = _load()
     except LabNotFound as e:
-        err.print(str(e))
+        err.print(escaped(e, one_line=False))
         return
     out.print(status_table(lab_.ls()))
 

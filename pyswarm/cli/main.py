@@ -5,16 +5,25 @@ from __future__ import annotations
 import click
 
 from pyswarm import __version__
+from pyswarm.cli.client import fail
 from pyswarm.cli.info_cmd import info_cmd
 from pyswarm.cli.network_cmds import network
 from pyswarm.cli.node_cmds import node
 from pyswarm.cli.service_cmds import service
 from pyswarm.cli.swarm_cmds import manager_cmd, swarm
+from pyswarm.manager.files import UnsafeDirectory
 
 
 class _Cli(click.Group):
     """`lab` is loaded only when it is named (or listed, by --help): the lab package takes a while to import
-    and no other command needs it."""
+    and no other command needs it. A directory that would hold credentials and that others can write to
+    stops any command with the reason, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except UnsafeDirectory as exc:
+            fail(str(exc))
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted([*super().list_commands(ctx), "lab"])

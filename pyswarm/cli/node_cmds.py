@@ -10,6 +10,7 @@ from pyswarm.cli.client import Api, fail, print_json, ref_path
 from pyswarm.cli.engine_access import engine_access, engine_access_options
 from pyswarm.cli.render import print_tasks, table
 from pyswarm.cli.swarm_cmds import current_node_id
+from pyswarm.cli.text import printable
 from pyswarm.model import parse
 
 
@@ -65,13 +66,17 @@ def node_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
         return
     for item in items:
         click.echo(
-            f"ID:\t\t\t{item['id']}\nHostname:\t\t{item['hostname']}\nStatus:\n State:\t\t\t"
-            f"{_node_status(item)}\n Message:\t\t{item['status_message']}\n Availability:\t\t"
-            f"{item['availability'].capitalize()}\n Address:\t\t{item['addr']}\nManager Status:\t\t"
-            f"{'Leader' if item['leader'] else item['role']}\nEngine:\n URL:\t\t\t{item['engine_url']}\n"
-            f" Version:\t\t{item['engine_version']}\nLabels:\t\t\t{item['labels']}\nIngress:\t\t"
-            f"{_ingress_text(item)}\n"
+            f"ID:\t\t\t{item['id']}\nHostname:\t\t{_shown(item['hostname'])}\nStatus:\n State:\t\t\t"
+            f"{_node_status(item)}\n Message:\t\t{_shown(item['status_message'])}\n Availability:\t\t"
+            f"{item['availability'].capitalize()}\n Address:\t\t{_shown(item['addr'])}\nManager Status:\t\t"
+            f"{'Leader' if item['leader'] else item['role']}\nEngine:\n URL:\t\t\t{_shown(item['engine_url'])}\n"
+            f" Version:\t\t{_shown(item['engine_version'])}\nLabels:\t\t\t{_shown(item['labels'])}\nIngress:\t\t"
+            f"{_shown(_ingress_text(item))}\n"
         )
+
+
+def _shown(value: object) -> str:
+    return printable(value, one_line=True)  # an engine's or a client's text: no escape codes, one line
 
 
 def _ingress_text(item: dict[str, Any]) -> str:
@@ -96,7 +101,7 @@ def node_update(
     """Update a node."""
     try:
         labels = dict(parse.label(text) for text in label_add)
-        removed = [parse.label_key(key) for key in label_rm]
+        removed = [parse.removable_label_key(key) for key in label_rm]
     except parse.SpecError as exc:
         fail(str(exc))
     result = Api().post(

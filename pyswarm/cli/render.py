@@ -11,16 +11,21 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-# Like docker, tables are never truncated: when piped, rich would otherwise assume 80 columns.
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
+from pyswarm.cli.text import cell, printable
+
+# Like docker, tables are never truncated: when piped, rich would otherwise assume 80 columns. No emoji
+# codes: a hostname `db:fire:` is shown as it is.
+console = Console(highlight=False, emoji=False, soft_wrap=True, width=None if sys.stdout.isatty() else 1000)
 
 
 def table(columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """Every cell is shown as text (text.cell), never read as markup: the values come from engines and API
+    clients."""
     grid = Table(box=None, show_edge=False, pad_edge=False, header_style="bold", padding=(0, 3, 0, 0))
     for column in columns:
         grid.add_column(column, no_wrap=True, overflow="ignore")
     for row in rows:
-        grid.add_row(*row)
+        grid.add_row(*(cell(value) for value in row))
     console.print(grid)
 
 
@@ -69,7 +74,8 @@ def print_tasks(tasks: list[dict[str, Any]], no_trunc: bool, quiet: bool = False
         key = (task["service_id"], task["slot"], task["node_id"] if not task["slot"] else "")
         name = task["name"] if key != previous else f" \\_ {task['name']}"
         previous = key
-        error = task["error"] if no_trunc else (task["error"][:60] + ("…" if len(task["error"]) > 60 else ""))
+        error = printable(task["error"], one_line=True)  # before it is cut: no escape sequence cut in two
+        error = error if no_trunc else (error[:60] + ("…" if len(error) > 60 else ""))
         rows.append(
             [
                 task["id"] if no_trunc else short(task["id"]),

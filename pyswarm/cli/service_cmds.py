@@ -10,6 +10,7 @@ from pyswarm.cli.client import Api, fail, print_json, ref_path
 from pyswarm.cli.converge import converge
 from pyswarm.cli.render import console, print_tasks, short, table
 from pyswarm.cli.spec_update import UpdateFlags, port_dict, updated_spec, whole_number
+from pyswarm.cli.text import printable
 from pyswarm.model import parse
 
 
@@ -243,7 +244,7 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
         spec = item["spec"]
         lines = [
             f"ID:\t\t{item['id']}",
-            f"Name:\t\t{spec['name']}",
+            f"Name:\t\t{printable(spec['name'], one_line=True)}",
             f"Version:\t{item['version']}",
             f"Labels:\t\t{spec['labels']}",
             "Service Mode:\t" + ("Global" if spec["mode"] == "global" else "Replicated"),
@@ -260,9 +261,9 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
             f" Delay:\t\t{spec['restart_policy']['delay']:g}s",
             f" Max attempts:\t{spec['restart_policy']['max_attempts']}",
             "ContainerSpec:",
-            f" Image:\t\t{spec['image']}",
-            f" Args:\t\t{' '.join(spec['command'])}",
-            f" Env:\t\t{' '.join(spec['env'])}",
+            f" Image:\t\t{printable(spec['image'], one_line=True)}",
+            f" Args:\t\t{printable(' '.join(spec['command']), one_line=True)}",
+            f" Env:\t\t{printable(' '.join(spec['env']), one_line=True)}",
             f"StopGracePeriod:\t{spec['stop_grace_period']:g}s",
             "Endpoint Mode:\tvip (iptables mesh)",
             "Ports:",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,7 +16,15 @@ from typing import Any
 import click
 import httpx
 
-from pyswarm.cli.client import Api, config_path, fail, remove_client_config, save_client_config
+from pyswarm.cli.client import (
+    Api,
+    config_path,
+    fail,
+    remove_client_config,
+    save_client_config,
+    tls_context,
+    verified_ca,
+)
 from pyswarm.cli.engine_access import engine_access, engine_access_options, local_engine, local_engine_url
 from pyswarm.manager.daemon import EXIT_CONFIG, LOG_FILE, NODE_FILE, PID_FILE, data_dir, save_settings, serve
 from pyswarm.manager.files import read_json, write_private_json
@@ -93,13 +102,15 @@ def _start_daemon(directory: Path) -> subprocess.Popen[bytes]:
     )
 
 
-def _wait_api(host: str, token: str, process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
+def _wait_api(host: str, token: str, ca: str, process: subprocess.Popen[bytes] | None, timeout: float = 30) -> None:
     deadline = time.time() + timeout
+    context = tls_context(ca)
     while time.time() < deadline:
         if process is not None and process.poll() is not None:
             fail(f"the manager exited at start (code {process.returncode}); see {data_dir() / LOG_FILE}")
         try:
-            response = httpx.get(f"{host}/info", headers={"Authorization": f"Bearer {token}"}, timeout=2)
+            headers = {"Authorization": f"Bearer {token}"}
+            response = httpx.get(f"{host}/info", headers=headers, timeout=2, verify=context)
             if response.status_code == 200:
                 return
         except httpx.TransportError:
@@ -141,6 +152,7 @@ def swarm_init(
 ) -> None:
     """Initialise a swarm: this node becomes its manager (and, by default, a worker too)."""
     from pyswarm.drivers.engine import validate_engine_url
+    from pyswarm.manager.certificates import read_ca
     from pyswarm.manager.errors import ManagerError
     from pyswarm.manager.manager import Manager
     from pyswarm.manager.settings import Settings
@@ -179,11 +191,12 @@ def swarm_init(
     token_worker = manager.credentials.join_token("worker", rotate=False)
     manager.store.close()
     save_settings(settings, listen_host)
-    host = f"http://{advertise_host}:{listen_port}"
+    host = f"https://{advertise_host}:{listen_port}"
+    ca = read_ca(directory) or ""
     process = _start_daemon(directory)
-    _wait_api(host, token_client, process)
-    write_private_json(directory / NODE_FILE, {"role": "manager", "node_id": node.id, "manager": host})
-    save_client_config(host, token_client)
+    _wait_api(host, token_client, ca, process)
+    write_private_json(directory / NODE_FILE, {"role": "manager", "node_id": node.id, "manager": host, "ca": ca})
+    save_client_config(host, token_client, ca)
     click.echo(f"Swarm initialized: current node ({node.id}) is now a manager.\n")
     click.echo("To add a worker to this swarm, run the following command:\n")
     click.echo(f"    pyswarm swarm join --token {token_worker} {advertise_host}:{listen_port}\n")
@@ -209,15 +222,16 @@ def swarm_join(
     ssh_fingerprint: str | None,
     remote_addr: str,
 ) -> None:
-    """Join this node's engine to a swarm."""
+    """Join this node's engine to a swarm (or, with its node.json, take its place back in it once it is Down)."""
     from pyswarm.drivers.engine import EngineError
 
     directory = data_dir()
-    if read_json(directory / NODE_FILE):
+    joined = read_json(directory / NODE_FILE)
+    host, port = _split_addr(remote_addr)
+    if joined and not _same_manager(joined, host, port):
         fail(
             "This node is already part of a swarm. Use `pyswarm swarm leave` to leave this swarm and join another one."
         )
-    host, port = _split_addr(remote_addr)
     try:
         source = _source_addr_towards(host, port)
     except OSError as exc:
@@ -230,35 +244,43 @@ def swarm_join(
         local.close()
     except EngineError as exc:
         fail(f"cannot read this node's engine at {local_engine_url()}: {exc}")
-    manager = f"http://{host}:{port}"
-    data = _request_join(
-        host, port, token, {"engine_url": engine_url, "engine_id": engine_id, "addr": source, **access}
-    )
-    write_private_json(
-        directory / NODE_FILE,
-        {
-            "role": data["role"],
-            "node_id": data["node_id"],
-            "manager": manager,
-            "node_secret": data["node_secret"],
-        },
-    )
+    manager = f"https://{host}:{port}"
+    ca = verified_ca(manager, token)  # before the token or anything else is sent
+    body = {"engine_url": engine_url, "engine_id": engine_id, "addr": source, **access}
+    body["advertise_engine"] = advertise_engine is not None
+    if joined:  # only to the manager that gave it: the only way to take this node's place back once it is Down
+        body["node_secret"] = joined["node_secret"]
+    data = _request_join(manager, ca, token, body)
+    node = {"role": data["role"], "node_id": data["node_id"], "manager": manager, "ca": ca}
+    write_private_json(directory / NODE_FILE, {**node, "node_secret": data["node_secret"]})
     if data.get("client_token"):
-        save_client_config(manager, data["client_token"])
+        save_client_config(manager, data["client_token"], ca)
     click.echo(f"This node joined a swarm as a {data['role']}.")
 
 
-def _request_join(host: str, port: int, token: str, body: dict[str, Any]) -> dict[str, Any]:
-    """POST /swarm/join to the manager at host:port; its answer (role, node ID, secrets), or exit 1."""
+def _same_manager(joined: dict[str, Any], host: str, port: int) -> bool:
+    """This node's node.json is from joining the manager at host:port, and holds its node secret."""
+    from urllib.parse import urlparse
+
+    try:
+        manager = urlparse(str(joined.get("manager", "")))
+        return bool(joined.get("node_secret")) and (manager.hostname, manager.port) == (host, port)
+    except ValueError:
+        return False
+
+
+def _request_join(manager: str, ca: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST /swarm/join to the manager, trusting its CA only; its answer (role, node ID, secrets), or exit 1."""
     try:
         response = httpx.post(
-            f"http://{host}:{port}/swarm/join",
+            f"{manager}/swarm/join",
             json=body,
             headers={"Authorization": f"Bearer {token}"},
             timeout=60,
+            verify=tls_context(ca),
         )
     except httpx.TransportError as exc:
-        fail(f"cannot reach a manager at {host}:{port}: {exc}")
+        fail(f"cannot reach a manager at {manager}: {exc}")
     if response.status_code >= 400:
         detail = (
             response.json().get("detail")
@@ -313,14 +335,18 @@ def swarm_leave(force: bool) -> None:
         _stop_manager(directory)
         for name in ("state.db", "state.db-wal", "state.db-shm", "manager.json", NODE_FILE):
             (directory / name).unlink(missing_ok=True)
+        shutil.rmtree(directory / "certificates", ignore_errors=True)  # a new swarm gets a new CA
         remove_client_config()
         click.echo("Node left the swarm.")
         return
     try:
+        if not state.get("ca"):
+            raise httpx.ConnectError("this node has no CA certificate of its swarm to check the manager with")
         response = httpx.post(
             f"{state['manager']}/swarm/leave",
             headers={"Authorization": f"Bearer {state.get('node_secret', '')}"},
             timeout=10,
+            verify=tls_context(state["ca"]),
         )
         if response.status_code >= 400 and not force:
             fail(f"the manager refused: {response.text}; use --force to leave anyway")
@@ -336,14 +362,15 @@ def _stop_manager(directory: Path) -> None:
     host = config.get("manager", "")
     token = (read_json(config_path()) or {}).get("token", "")
     # Remove every service first, so no container and no mesh rule outlives the swarm.
-    if host and token:
+    if host and token and config.get("ca"):
         headers = {"Authorization": f"Bearer {token}"}
         try:
-            for service in httpx.get(f"{host}/services", headers=headers, timeout=10).json():
-                httpx.delete(f"{host}/services/{service['id']}", headers=headers, timeout=10)
-            deadline = time.time() + 30
-            while time.time() < deadline and httpx.get(f"{host}/tasks", headers=headers, timeout=10).json():
-                time.sleep(0.3)
+            with httpx.Client(headers=headers, timeout=10, verify=tls_context(config["ca"])) as client:
+                for service in client.get(f"{host}/services").json():
+                    client.delete(f"{host}/services/{service['id']}")
+                deadline = time.time() + 30
+                while time.time() < deadline and client.get(f"{host}/tasks").json():
+                    time.sleep(0.3)
         except (httpx.HTTPError, ValueError):
             pass
     pid = _manager_pid(directory)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import time
+from pathlib import Path
 
+from pyswarm.manager.certificates import ca_digest, create_ca, read_ca
 from pyswarm.manager.errors import Invalid
 from pyswarm.manager.ids import new_id, new_token
 from pyswarm.manager.state import ClusterState
@@ -13,14 +15,17 @@ from pyswarm.manager.store import StateStore
 ROLES = ("client", "manager", "worker")
 
 
-def new_cluster_meta() -> dict[str, str]:
-    """A new cluster's identity and tokens (`swarm init`)."""
+def new_cluster_meta(data_dir: Path) -> dict[str, str]:
+    """A new cluster's identity, certificate authority and tokens (`swarm init`)."""
+    cluster_id = new_id()
+    digest = ca_digest(create_ca(data_dir, cluster_id))
     return {
-        "cluster_id": new_id(),
+        "cluster_id": cluster_id,
         "created_at": str(time.time()),
-        "token_worker": new_token("w"),
-        "token_manager": new_token("m"),
-        "token_client": new_token("c"),
+        "ca_digest": digest,
+        "token_worker": new_token("w", digest),
+        "token_manager": new_token("m", digest),
+        "token_client": new_token("c", digest),
     }
 
 
@@ -29,9 +34,14 @@ def node_secret_key(node_id: str) -> str:
 
 
 class Credentials:
-    def __init__(self, state: ClusterState, store: StateStore) -> None:
+    def __init__(self, state: ClusterState, store: StateStore, data_dir: Path) -> None:
         self.state = state
         self.store = store
+        self.data_dir = data_dir
+
+    def ca_certificate(self) -> str | None:
+        """The cluster CA's certificate (PEM): public, what a joining node checks against its token."""
+        return read_ca(self.data_dir)
 
     def token_role(self, presented: str) -> str | None:
         """Which credential a bearer token is: client, manager, worker, node:<id>, or None. Constant time."""
@@ -53,7 +63,7 @@ class Credentials:
             raise Invalid(f"unknown role {role!r}: expected worker or manager")
         with self.state.lock:
             if rotate:
-                token = new_token(role[0])
+                token = new_token(role[0], self.state.meta.get("ca_digest", ""))
                 self.store.write(meta={f"token_{role}": token})
                 self.state.meta[f"token_{role}"] = token
             return self.state.meta[f"token_{role}"]
@@ -66,4 +76,4 @@ class Credentials:
 
     def new_node_secret(self, node_id: str) -> dict[str, str]:
         """A new node's secret, as the meta entry to write with the node (lock held: recorded once written)."""
-        return {node_secret_key(node_id): new_token("n")}
+        return {node_secret_key(node_id): new_token("n", self.state.meta.get("ca_digest", ""))}

@@ -56,6 +56,8 @@ def serve(directory: Path) -> None:
     import uvicorn
 
     from pyswarm.manager.api import create_app
+    from pyswarm.manager.api.limits import server_limits
+    from pyswarm.manager.certificates import ensure_manager_certificate
     from pyswarm.manager.ingress import MeshSync
     from pyswarm.manager.manager import Manager
     from pyswarm.manager.store import STATE_FILE
@@ -74,8 +76,18 @@ def serve(directory: Path) -> None:
     mesh.start()
     manager.start()
     (directory / PID_FILE).write_text(str(os.getpid()))
+    # TLS always: a client that speaks plain HTTP gets no answer.
+    addresses = [settings.advertise_addr, "127.0.0.1", *([listen_host] if listen_host != "0.0.0.0" else [])]
+    cert, key = ensure_manager_certificate(directory, addresses)
     config = uvicorn.Config(
-        create_app(manager), host=listen_host, port=settings.listen_port, log_level="warning", access_log=False
+        create_app(manager),
+        host=listen_host,
+        port=settings.listen_port,
+        log_level="warning",
+        access_log=False,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+        **server_limits(),
     )
     server = uvicorn.Server(config)
     stop = threading.Event()

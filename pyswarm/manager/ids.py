@@ -33,8 +33,18 @@ def new_id() -> str:
     return mine
 
 
-def new_token(kind: str) -> str:
-    return f"PSWTKN-1-{kind}-{secrets.token_hex(24)}"
+def new_token(kind: str, ca_digest: str) -> str:
+    """A credential: PSWTKN-1-<cluster CA digest>-<kind>-<secret>. The digest lets a joining node check the
+    manager's CA before it sends the token (as swarm's SWMTKN-1-<CA digest>-<secret>)."""
+    return f"PSWTKN-1-{ca_digest}-{kind}-{secrets.token_hex(24)}"
+
+
+def token_ca_digest(token: str) -> str | None:
+    """The CA digest a token carries, or None for a token of another form."""
+    parts = token.split("-")
+    if len(parts) == 5 and parts[:2] == ["PSWTKN", "1"] and len(parts[2]) == 64:
+        return parts[2]
+    return None
 
 
 def tune_gc() -> None:

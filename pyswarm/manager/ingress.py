@@ -2,6 +2,10 @@
 
 Rendering is the pure planners.ingress; applying is drivers.host.IngressApplier (one iptables-restore per
 change per node). This module only decides when, and records per node whether its rules are synced.
+
+A bad address is one node's problem, never the cluster's: an endpoint the mesh cannot forward to (its node's
+address is not IPv4, e.g. a node stored with a host name) is left out of every node's rules and reported as
+that node's ingress error; a node whose own address is not IPv4 gets no rules and that error.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from pyswarm.drivers.host import HostError, HostRunner, IngressApplier, host_for_url
@@ -17,12 +22,13 @@ from pyswarm.manager.nodes import NodeCommands
 from pyswarm.manager.queries import ClusterReader
 from pyswarm.manager.worklist import MeshHook
 from pyswarm.model import Node
-from pyswarm.planners.ingress import IngressPort, render_node_rules
+from pyswarm.planners.ingress import IngressPort, render_node_rules, skipped_endpoints
 
 log = logging.getLogger("pyswarm.ingress")
 
 DRIFT_CHECK = 30.0  # seconds between full re-applies, which repair rules changed behind the mesh's back
 APPLY_THREADS = 8
+STOP_WAIT = 10.0
 
 
 class MeshSync(MeshHook):
@@ -64,9 +70,14 @@ class MeshSync(MeshHook):
         self._wake.set()
 
     def stop(self) -> None:
+        """No new apply starts; those under way get STOP_WAIT seconds to end (their hosts' commands have
+        timeouts of their own), so that none records its outcome after the manager closed its store."""
         self._stop.set()
         self._wake.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            running = list(self._running.values())
+        futures.wait(running, timeout=STOP_WAIT)
 
     def _loop(self) -> None:
         last_full = time.monotonic()
@@ -96,7 +107,7 @@ class MeshSync(MeshHook):
                 self._running[node.id] = self._pool.submit(self._apply, node, ports)
 
     def _apply(self, node: Node, ports: tuple[IngressPort, ...]) -> None:
-        error = ""
+        error = self._skipped_here(node, ports)
         began = time.monotonic()
         try:
             applier = self._applier(node)
@@ -117,6 +128,28 @@ class MeshSync(MeshHook):
         self.nodes.record_ingress(node.id, error)
         if self.reader.ingress_ports() != ports:
             self._wake.set()
+
+    @staticmethod
+    def _skipped_here(node: Node, ports: tuple[IngressPort, ...]) -> str:
+        """Why this node's own endpoints (its tasks' published ports) are left out of every node's rules, if
+        they are: logged, and recorded as its ingress error ("" when none is)."""
+        problems = []
+        for port, endpoint, problem in skipped_endpoints(ports):
+            if endpoint.node_addr != node.addr:
+                continue
+            log.warning(
+                "ingress: endpoint of %s:%d/%s (task %s) on %s skipped: %s",
+                port.service_name,
+                port.published,
+                port.protocol.value,
+                endpoint.task_id[:12],
+                node.hostname,
+                problem,
+            )
+            problems.append(f"{port.service_name}:{port.published}/{port.protocol.value}: {problem}")
+        if not problems:
+            return ""
+        return f"endpoints skipped on every node: {'; '.join(dict.fromkeys(problems))}"[:500]
 
     def _applier(self, node: Node) -> IngressApplier:
         with self._lock:

@@ -67,7 +67,7 @@ class Manager:
         self.heartbeat.came_online = self._came_online
         self.links.on_start = self.heartbeat.add
         self.links.on_stop = self.engine_jobs.release
-        self.credentials = Credentials(state, self.store)
+        self.credentials = Credentials(state, self.store, settings.data_dir)
         self.registration = Registration(
             state, work, self.store, self.transitions, self.credentials, self.links, self.connector
         )

@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 from pyswarm.drivers.engine import Engine, EngineError, EngineUnreachable
+from pyswarm.manager.credentials import node_secret_key
 from pyswarm.manager.engine_jobs import EngineJobs
 from pyswarm.manager.errors import Invalid, NotFound
 from pyswarm.manager.links import EngineConnector, NodeLink, NodeLinks
@@ -84,14 +85,20 @@ class NodeCommands:
                 )
             link = self.links.pop(node.id)
             self.transitions.node_removed(node)
-            self.store.write(delete_nodes=[node.id])
+            # Its secret goes with it: it authenticated only this node, which a later join records anew.
+            secret_key = node_secret_key(node.id)
+            self.store.write(delete_nodes=[node.id], delete_meta=[secret_key])
             del self.state.nodes[node.id]
+            self.state.meta.pop(secret_key, None)
         if link is not None:
             self.links.stop(link)
         self.work.notify()
 
     def record_ingress(self, node_id: str, error: str) -> None:
-        """The routing mesh applied the node's rules (error: why it could not)."""
+        """The routing mesh applied the node's rules (error: why it could not). Not once the manager stops:
+        its store may be closed already."""
+        if self.work.stopping.is_set():
+            return
         with self.state.lock:
             node = self.state.nodes.get(node_id)
             if node is None:

@@ -3,6 +3,13 @@
 An engine is probed before it is recorded (it must answer, and be the engine that asked to join); a tcp://
 engine's TLS files are kept only once it is accepted, and a pinned SSH host key is taken back from
 known_hosts when the join is refused.
+
+A node's address is where every node forwards its published ports, so it is always stored as an IPv4 address
+(a host name is resolved when the node is added). An admin (`node add`, client credential) may name any
+engine and address. A join-token holder (`swarm join`) is bound to where it joins from (JoinClaim): its
+address must be the one its request comes from, its engine must be reached there (or be an --advertise-engine
+that answers with the joining engine's ID), it may only take back a Down node's identity with that node's own
+secret, and what a probe of its engine found out is never echoed back to it (generic errors only).
 """
 
 from __future__ import annotations
@@ -10,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import hmac
 import os
+import re
 import shutil
+import socket
 import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyswarm.drivers.engine import EngineError
@@ -31,6 +40,7 @@ from pyswarm.manager.store import StateStore
 from pyswarm.manager.transitions import Transitions
 from pyswarm.manager.worklist import WorkList
 from pyswarm.model import Availability, EngineInfo, Node, NodeRole, NodeStatus
+from pyswarm.model.addresses import node_ipv4, source_ipv4
 
 TLS_FILES = ("ca.pem", "cert.pem", "key.pem")
 
@@ -42,6 +52,42 @@ class TlsPem:
     ca: str
     cert: str
     key: str
+
+
+@dataclass(frozen=True)
+class JoinClaim:
+    """A join-token holder's request to join (`swarm join`), and what it proves about itself.
+
+    source_addr: the address the request came from (the API's client address): the node's address must be
+    this one, and so must its engine URL's host unless advertised_engine (`--advertise-engine`: then the
+    engine answering with the joining engine's ID is the proof). node_secret: that node's own secret, the only
+    way a join takes back the identity of a Down node."""
+
+    source_addr: str
+    node_secret: str | None = field(default=None, repr=False)
+    advertised_engine: bool = False
+
+
+def resolve_ipv4(host: str) -> list[str]:
+    """host's node addresses (model.addresses.node_ipv4): itself if it is one, else the IPv4 addresses the
+    resolver (/etc/hosts, DNS) gives for the host name, in its order; [] when there is none."""
+    literal = node_ipv4(host)
+    if literal is not None:
+        return [literal]
+    if not host or ":" in host or re.fullmatch(r"[0-9.]+|0[xX].*", host):  # not a name ("10.1" is no shorthand)
+        return []
+    try:
+        infos = socket.getaddrinfo(host, None, family=socket.AF_INET, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError, ValueError):
+        return []
+    found = (node_ipv4(str(info[4][0])) for info in infos)
+    return list(dict.fromkeys(address for address in found if address is not None))
+
+
+def unreachable_for_joiner(url: str) -> str:
+    """What a join-token holder is told when its engine could not be probed: never why (no remote banner, body,
+    port or file fact), whatever happened."""
+    return f"cannot reach engine {url}, or it did not answer as a Docker Engine"
 
 
 class Registration:
@@ -68,13 +114,14 @@ class Registration:
         with self.state.lock:
             if "cluster_id" in self.state.meta:
                 raise Conflict("this node is already part of a swarm")
-            meta = new_cluster_meta()
+        addr = self._node_addr(advertise_addr)  # stored as IPv4, as every node's address
         info = self._probe(local_engine_url)
+        meta = new_cluster_meta(self.connector.data_dir)
         node = Node(
             id=new_id(),
             hostname=info.hostname,
             engine_url=local_engine_url,
-            addr=advertise_addr,
+            addr=addr,
             role=NodeRole.MANAGER,
             availability=availability,
             status=NodeStatus.UNKNOWN,
@@ -98,12 +145,25 @@ class Registration:
         tls: TlsPem | None = None,
         insecure_tcp: bool = False,
         ssh_fingerprint: str | None = None,
+        join: JoinClaim | None = None,
     ) -> tuple[Node, str]:
-        """Register an engine (`swarm join` or `node add`). Returns the node and its own secret.
+        """Register an engine (`swarm join`: with join, or `node add`). Returns the node and its own secret.
 
-        tcp:// engines need TLS credentials unless insecure_tcp; an ssh:// engine's host key must be in
-        known_hosts already, or match ssh_fingerprint (then it is recorded there)."""
+        tcp:// engines need TLS credentials unless insecure_tcp (never for a join, nor unix://); an ssh://
+        engine's host key must be in known_hosts already, or match ssh_fingerprint (then it is recorded there).
+        addr is stored as an IPv4 address: resolved for `node add`; for a join, it must be join.source_addr."""
         parsed = urllib.parse.urlparse(engine_url)
+        if join is not None:
+            if not expected_engine_id:
+                raise Invalid("a join must give the ID of the engine that asks to join")
+            if parsed.scheme == "unix" or (parsed.scheme == "tcp" and tls is None):
+                raise Invalid(
+                    f"engine {engine_url}: a join cannot name a unix:// engine, or a tcp:// engine without TLS: "
+                    "the manager reaches a joining engine over ssh://, or tcp:// with its TLS files"
+                )
+            addr = self._joiner_addr(join, addr, parsed, engine_url)
+        else:
+            addr = self._node_addr(addr)
         if parsed.scheme == "tcp" and tls is None and not insecure_tcp:
             raise Invalid(
                 f"engine {engine_url} is tcp:// without TLS: give its CA, certificate and key, "
@@ -111,41 +171,83 @@ class Registration:
             )
         if tls is not None and parsed.scheme != "tcp":
             raise Invalid("TLS credentials only apply to tcp:// engines")
-        pinned_line = self._pin_host_key(parsed, ssh_fingerprint) if ssh_fingerprint else None
+        pinned_line = self._pin_host_key(parsed, ssh_fingerprint, join is not None) if ssh_fingerprint else None
         try:
-            return self._register(engine_url, addr, expected_engine_id, role, tls)
+            return self._register(engine_url, addr, expected_engine_id, role, tls, join)
         except BaseException:
             if pinned_line is not None:
                 forget_host_key(pinned_line)  # refused: known_hosts as it was
             raise
 
     @staticmethod
-    def _pin_host_key(parsed: urllib.parse.ParseResult, fingerprint: str) -> str | None:
-        """Record the host key that matches the fingerprint; the known_hosts line it added, if it added one."""
+    def _node_addr(addr: str) -> str:
+        """The address to store for a node an admin adds: addr as an IPv4 address, a host name resolved."""
+        if not addr:
+            raise Invalid("the node's address is not known: give addr, the IPv4 address other nodes reach it at")
+        found = resolve_ipv4(addr)
+        if not found:
+            raise Invalid(
+                f"node address {addr[:80]!r} is not an IPv4 address and does not resolve to one: "
+                "give the IPv4 address other nodes reach the node at"
+            )
+        return found[0]
+
+    @staticmethod
+    def _joiner_addr(join: JoinClaim, addr: str, parsed: urllib.parse.ParseResult, engine_url: str) -> str:
+        """A joining node's address: the one it joins from, which its engine must be reached at too (unless
+        it names an --advertise-engine). Forbidden otherwise: a join cannot speak for another address."""
+        source = source_ipv4(join.source_addr)
+        if source is None or node_ipv4(source) is None:
+            raise Forbidden("a join must come from the node's own IPv4 address; this request's address is not one")
+        if node_ipv4(addr) != source:
+            raise Forbidden(
+                f"the join's address {addr[:64]!r} must be the node's own address, the one it joins from ({source})"
+            )
+        if not join.advertised_engine and source not in resolve_ipv4(parsed.hostname or ""):
+            raise Forbidden(
+                f"engine {engine_url} is not at the node's own address ({source}), the one it joins from: "
+                "a join names the engine on the joining node, or another one with --advertise-engine"
+            )
+        return source
+
+    @staticmethod
+    def _pin_host_key(parsed: urllib.parse.ParseResult, fingerprint: str, joining: bool) -> str | None:
+        """Record the host key that matches the fingerprint; the known_hosts line it added, if it added one.
+        A join-token holder is not told why it failed (whether an SSH server answers there, and with what)."""
         if parsed.scheme != "ssh":
             raise Invalid("an SSH host key fingerprint only applies to ssh:// engines")
         try:
             return trust_pinned_host_key(parsed.hostname or "", parsed.port or 22, fingerprint)
         except ValueError as exc:
             raise Invalid(str(exc)) from None
-        except HostKeyMismatch as exc:
-            raise Forbidden(str(exc)) from None
         except HostError as exc:
+            if joining:
+                raise EngineUnavailable(
+                    f"cannot reach engine {parsed.geturl()}, or its SSH host key is not the one pinned"
+                ) from None
+            if isinstance(exc, HostKeyMismatch):
+                raise Forbidden(str(exc)) from None
             raise EngineUnavailable(str(exc)) from None
 
     def _register(
-        self, engine_url: str, addr: str, expected_engine_id: str | None, role: NodeRole, tls: TlsPem | None
+        self,
+        engine_url: str,
+        addr: str,
+        expected_engine_id: str | None,
+        role: NodeRole,
+        tls: TlsPem | None,
+        join: JoinClaim | None,
     ) -> tuple[Node, str]:
         """add_node once the engine's host key is trusted: probe the engine and record its node."""
         with self._trial_tls(tls) as trial:
-            info = self._probe(engine_url, trial)
-            if expected_engine_id is not None and not hmac.compare_digest(info.id, expected_engine_id):
+            info = self._probe(engine_url, trial, generic=join is not None)
+            if expected_engine_id is not None and not _same(info.id, expected_engine_id):
                 raise Forbidden(
                     f"engine at {engine_url} is not the engine that asked to join (engine ID differs): "
                     "check --advertise-engine"
                 )
             with self.state.lock:
-                node = self._known(info)
+                node = self._known(info, join)
                 if trial is not None:
                     self._keep_tls(engine_url, trial)
                 if node is None:
@@ -189,14 +291,22 @@ class Registration:
         stale = self.links.pop(node.id) if link is not None and link.url != engine_url else None
         return self.credentials.node_secret(node.id), stale
 
-    def _known(self, info: EngineInfo) -> Node | None:
+    def _known(self, info: EngineInfo, join: JoinClaim | None) -> Node | None:
         """The node of an engine being added that is known already (lock held), if it may re-join: only a node
-        that is Down (its engine unreachable, or it left the swarm) may. Else a conflict, like docker's "This
-        node is already part of a swarm"; nothing is changed."""
+        that is Down (its engine unreachable, or it left the swarm) may, and a join only with that node's own
+        secret (anyone may run an engine that answers with a known engine ID: that is no proof). Else a
+        conflict, like docker's "This node is already part of a swarm"; nothing is changed."""
         for existing in self.state.nodes.values():
             if existing.engine_id != info.id:
                 continue
             if existing.status is NodeStatus.DOWN:
+                secret = self.credentials.node_secret(existing.id)
+                if join is not None and not (secret and join.node_secret and _same(join.node_secret, secret)):
+                    raise Forbidden(
+                        f"engine {info.id[:12]} is node {existing.hostname}, which is Down: a join takes its place "
+                        "back only with that node's own secret (its node.json); to join it as a new node, run "
+                        f"`pyswarm node rm {existing.hostname}` on the manager first"
+                    )
                 return existing
             raise Conflict(
                 f"engine {info.id[:12]} is already in the swarm as {existing.hostname} "
@@ -205,7 +315,14 @@ class Registration:
             )
         return None
 
-    def _probe(self, url: str, tls_dir: Path | None = None) -> EngineInfo:
+    def _probe(self, url: str, tls_dir: Path | None = None, generic: bool = False) -> EngineInfo:
+        """The engine's info. generic (a join-token holder asks): whatever went wrong, one message that tells
+        nothing about what is at url; the admin gets the reason."""
+        if generic:
+            try:
+                return self._probe(url, tls_dir)
+            except Exception:  # an untrusted URL: a fake engine may answer anything
+                raise EngineUnavailable(unreachable_for_joiner(url)) from None
         try:
             engine = self.connector.connect(url, min(self.connector.engine_timeout, PROBE_TIMEOUT_MAX), tls_dir)
         except EngineError as exc:
@@ -242,3 +359,8 @@ class Registration:
         tls_dir = secure_dir(self.connector.tls_dir(url))
         for name in TLS_FILES:
             os.replace(trial / name, tls_dir / name)
+
+
+def _same(presented: str, expected: str) -> bool:
+    """Constant-time comparison of a presented value (any text) with the expected one."""
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
+from urllib.parse import urlparse
 
 from pyswarm.manager.errors import Conflict, Invalid
 from pyswarm.manager.ids import new_id
@@ -13,6 +15,19 @@ from pyswarm.manager.store import StateStore
 from pyswarm.manager.worklist import WorkList
 from pyswarm.model import PublishMode, Service, ServiceMode, ServiceSpec, TaskState
 from pyswarm.model.parse import SpecError, check_port_conflicts
+
+
+@functools.lru_cache(maxsize=65536)  # read for every node at each check of a service with ports
+def engine_port(url: str) -> int | None:
+    """The TCP port the manager reaches an engine URL's host on: ssh:// (default 22), or tcp://."""
+    parsed = urlparse(url)
+    try:
+        port = parsed.port
+    except ValueError:
+        return None
+    if parsed.scheme == "ssh":
+        return port or 22
+    return port if parsed.scheme == "tcp" else None
 
 
 class ServiceCommands:
@@ -80,9 +95,12 @@ class ServiceCommands:
             raise Invalid(str(exc)) from None
         if spec.mode is ServiceMode.GLOBAL and spec.replicas not in (0, 1):
             raise Invalid("replicas can only be used with replicated mode")
+        reserved = self._reserved_ports() if spec.ports else {}
         for port in spec.ports:
-            if port.published in RESERVED_PORTS or port.published == self.listen_port:
-                raise Invalid(f"published port {port.published} is reserved (SSH or the manager listen port)")
+            if port.published in reserved:
+                raise Invalid(
+                    f"published port {port.published} is reserved: {reserved[port.published]}; choose another port"
+                )
             if port.mode is PublishMode.INGRESS and port.published in EPHEMERAL_PORTS:
                 raise Invalid(
                     f"published port {port.published} is in the engines' ephemeral range 32768-60999, where tasks' "
@@ -91,6 +109,17 @@ class ServiceCommands:
         for other in self.state.services.values():
             if other.id != service_id:
                 self._check_against(spec, other)
+
+    def _reserved_ports(self) -> dict[int, str]:
+        """The ports no service may publish, and why (lock held): the fixed ones, the manager's listen port,
+        and each node's engine port (a node's SSH port may be other than 22; a tcp:// engine's its own)."""
+        reserved = dict(RESERVED_PORTS)
+        for node in self.state.nodes.values():
+            port = engine_port(node.engine_url)
+            if port is not None and port not in reserved:
+                reserved[port] = f"node {node.hostname}'s engine is reached through it ({node.engine_url})"
+        reserved[self.listen_port] = "the manager's API listens on it"
+        return reserved
 
     @staticmethod
     def _check_against(spec: ServiceSpec, other: Service) -> None:

@@ -3,8 +3,10 @@ that the rooms use (grouped by the room that uses them)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 
 
 @dataclass
@@ -79,8 +81,19 @@ WRITE_RETRY_DELAY = 1.0
 WRITER_STOP_TIMEOUT = 30.0
 
 # --- services (services.py) -----------------------------------------------------------------------------
-# Ports the mesh must never take over on every node: SSH is how the manager reaches the hosts.
-RESERVED_PORTS = frozenset({22})
+# Ports no service may publish, and why: the routing mesh takes a published port over on every node (a
+# host-mode port on the nodes its tasks run on), and these are how the manager reaches the engines, or the
+# ports of a distributed state store's etcd. Each node's own engine port (from its engine URL: an SSH port
+# other than 22, a tcp:// engine's port) and the manager's listen port are refused too (services.py).
+RESERVED_PORTS: Mapping[int, str] = MappingProxyType(
+    {
+        22: "SSH's port: the manager reaches ssh:// engines through it",
+        2375: "the Docker Engine API's port (plain TCP): the manager reaches tcp:// engines through it",
+        2376: "the Docker Engine API's port (TLS): the manager reaches tcp:// engines through it",
+        2379: "etcd's client port, for a distributed state store",
+        2380: "etcd's peer port, for a distributed state store",
+    }
+)
 # Engines pick tasks' host ports from Linux's ephemeral range; a mesh port there would capture them.
 EPHEMERAL_PORTS = range(32768, 61000)
 

@@ -120,7 +120,11 @@ class PortConfig:
 
 @dataclass(frozen=True)
 class Constraint:
-    """`key op value`, e.g. node.hostname==node-01 or node.labels.zone!=east."""
+    """`key op value`, e.g. node.hostname==node-01 or node.labels.zone!=east.
+
+    The store keeps the three fields (model.codec), never the text to split again; the text (`str()`) is
+    for the API and for people, and the parser reads it back as the same constraint (it refuses a value
+    that holds an operator)."""
 
     key: str
     op: ConstraintOp

@@ -1,4 +1,10 @@
-"""Model values to and from plain JSON-able dicts (for the store and the API). Pure."""
+"""Model values to and from plain JSON-able dicts (for the store and the API). Pure.
+
+A service's constraints differ between the two: the store keeps each as its key, operator and value, so
+that nothing is split again when it is read back; the API shows each as its text (`node.role==worker`),
+which is what the CLI and the API take. Reading takes both forms, and the text form of the state files of
+earlier releases.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +30,8 @@ from pyswarm.model import (
 )
 
 
-def spec_to_dict(spec: ServiceSpec) -> dict[str, Any]:
+def spec_to_dict(spec: ServiceSpec, *, stored: bool = False) -> dict[str, Any]:
+    """The spec as the API shows it; stored: as the store keeps it (constraints as key, operator, value)."""
     return {
         "name": spec.name,
         "image": spec.image,
@@ -37,7 +44,9 @@ def spec_to_dict(spec: ServiceSpec) -> dict[str, Any]:
             {"published": p.published, "target": p.target, "protocol": p.protocol.value, "mode": p.mode.value}
             for p in spec.ports
         ],
-        "constraints": [str(c) for c in spec.constraints],
+        "constraints": [constraint_to_dict(c) for c in spec.constraints]
+        if stored
+        else [str(c) for c in spec.constraints],
         "placement_prefs": list(spec.placement_prefs),
         "max_replicas_per_node": spec.max_replicas_per_node,
         "restart_policy": {
@@ -70,7 +79,7 @@ def spec_from_dict(data: dict[str, Any]) -> ServiceSpec:
             )
             for p in data.get("ports") or ()
         ),
-        constraints=tuple(_constraint(text) for text in data.get("constraints") or ()),
+        constraints=tuple(constraint_from_stored(item) for item in data.get("constraints") or ()),
         placement_prefs=tuple(data.get("placement_prefs") or ()),
         max_replicas_per_node=int(data.get("max_replicas_per_node", 0)),
         restart_policy=RestartPolicy(
@@ -84,19 +93,36 @@ def spec_from_dict(data: dict[str, Any]) -> ServiceSpec:
     )
 
 
-def _constraint(text: str) -> Constraint:
-    op = ConstraintOp.NE if "!=" in text else ConstraintOp.EQ
-    key, _, value = text.partition(op.value)
-    return Constraint(key=key, op=op, value=value)
+def constraint_to_dict(constraint: Constraint) -> dict[str, str]:
+    return {"key": constraint.key, "op": constraint.op.value, "value": constraint.value}
+
+
+def constraint_from_stored(item: dict[str, Any] | str) -> Constraint:
+    """A constraint as the store keeps it, or as its text (the API's form, and the store's before it kept
+    the three fields)."""
+    if isinstance(item, str):
+        return constraint_from_text(item)
+    return Constraint(key=str(item["key"]), op=ConstraintOp(item["op"]), value=str(item["value"]))
+
+
+def constraint_from_text(text: str) -> Constraint:
+    """`KEY==VALUE` or `KEY!=VALUE`, split at the first operator, as the parser reads it: a key holds no `=`
+    or `!`. (Splitting at a `!=` wherever it was turned `node.hostname==a!=b` into another rule.)"""
+    found = [(text.find(op.value), op) for op in ConstraintOp if op.value in text]
+    if not found:
+        raise ValueError(f"constraint {text[:80]!r} has no operator (== or !=)")
+    index, op = min(found, key=lambda item: item[0])
+    return Constraint(key=text[:index], op=op, value=text[index + len(op.value) :])
 
 
 def service_to_dict(service: Service) -> dict[str, Any]:
+    """The service as the store keeps it."""
     return {
         "id": service.id,
         "version": service.version,
         "created_at": service.created_at,
         "updated_at": service.updated_at,
-        "spec": spec_to_dict(service.spec),
+        "spec": spec_to_dict(service.spec, stored=True),
     }
 
 

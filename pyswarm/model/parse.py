@@ -26,7 +26,10 @@ class SpecError(ValueError):
 
 # Docker's rule for service names, plus a length cap: they become container and DNS names.
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
-_LABEL_KEY = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,127}$")
+# A label key, checked on its own (never as the part of a KEY=VALUE text before its first `=`): like docker's
+# rules, no `=`, whitespace or control characters, and here only these characters.
+_LABEL_KEY = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-/]{0,127}")
+_LABEL_KEY_RULE = "use 1-128 characters from [a-zA-Z0-9_.-/], starting with a letter or digit"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,255}$")
 # An image reference: [registry/]name[:tag][@digest]; no whitespace or shell metacharacters.
 _IMAGE = re.compile(r"^[a-z0-9][a-z0-9._\-/:@]{0,254}$", re.IGNORECASE)
@@ -34,6 +37,9 @@ _CONSTRAINT = re.compile(r"^\s*(?P<key>[a-zA-Z0-9_.\-]+)\s*(?P<op>==|!=)\s*(?P<v
 _CONSTRAINT_KEYS = ("node.id", "node.hostname", "node.role")
 _LABEL_KEY_PREFIXES = ("node.labels.", "engine.labels.")
 _MAX_VALUE = 4096
+# The longest label key an earlier release could store: through the API it checked only the part of a key
+# before its first `=`, so `zone=a=b` was kept whole as a key, of at most 128 + 1 + _MAX_VALUE characters.
+MAX_STORED_LABEL_KEY = 128 + 1 + _MAX_VALUE
 _E = TypeVar("_E", Protocol, PublishMode, RestartCondition, Availability)
 
 
@@ -105,6 +111,9 @@ def check_port_conflicts(ports: Iterable[PortConfig]) -> None:
 
 
 def constraint(text: str) -> Constraint:
+    """`KEY==VALUE` or `KEY!=VALUE`. The key holds no `=` or `!`, so the operator is the first `==` or `!=`;
+    a value holding one more (`node.hostname==node-02!=x`) reads as two conditions and is refused, so that
+    every constraint's text (`str(constraint)`) reads back as the same constraint."""
     match = _CONSTRAINT.fullmatch(text)
     if not match:
         raise SpecError(
@@ -113,6 +122,12 @@ def constraint(text: str) -> Constraint:
     key, value = match["key"], match["value"]
     if key not in _CONSTRAINT_KEYS and not (key.startswith(_LABEL_KEY_PREFIXES) and len(key.split(".", 2)[2]) > 0):
         raise SpecError(f"invalid constraint key {key!r}: use node.id, node.hostname, node.role or node.labels.KEY")
+    for operator in ("==", "!="):
+        if operator in value:
+            raise SpecError(
+                f"invalid constraint {text[:80]!r}: its value {value[:40]!r} contains {operator!r}, so it is "
+                "ambiguous; a constraint has one operator: give each condition as a constraint of its own"
+            )
     if key == "node.role" and value not in ("manager", "worker"):
         raise SpecError(f"invalid constraint {text!r}: node.role is manager or worker")
     return Constraint(key=key, op=ConstraintOp(match["op"]), value=value)
@@ -127,16 +142,58 @@ def placement_pref(text: str) -> str:
 
 
 def label_key(key: str) -> str:
+    """A label key being set, or named by a placement preference, checked on its own."""
     if not _LABEL_KEY.fullmatch(key):
-        raise SpecError(f"invalid label key {key[:80]!r}")
+        raise SpecError(f"invalid label key {key[:80]!r}: {_label_key_problem(key)}")
     return key
 
 
-def label(text: str) -> tuple[str, str]:
-    key, _, value = text.partition("=")
+def _label_key_problem(key: str) -> str:
+    if not key:
+        return "a key cannot be empty"
+    if "=" in key:
+        return f"a key cannot contain '=' (it separates a label's key from its value); {_LABEL_KEY_RULE}"
+    if any(char.isspace() for char in key):
+        return f"a key cannot contain whitespace; {_LABEL_KEY_RULE}"
+    if any(_is_control(char) for char in key):
+        return f"a key cannot contain control characters; {_LABEL_KEY_RULE}"
+    if len(key) > 128:
+        return f"a key has at most 128 characters; {_LABEL_KEY_RULE}"
+    return _LABEL_KEY_RULE
+
+
+def _is_control(char: str) -> bool:
+    return ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0
+
+
+def label_value(key: str, value: str) -> str:
     if len(value) > _MAX_VALUE or "\x00" in value:
-        raise SpecError(f"invalid value for label {key[:80]!r}")
-    return label_key(key), value
+        raise SpecError(f"invalid value for label {key[:80]!r}: at most {_MAX_VALUE} characters, no NUL byte")
+    return value
+
+
+def label(text: str) -> tuple[str, str]:
+    """`KEY=VALUE` (or `KEY`, for an empty value), as the CLI's --label takes it: the key ends at the first
+    `=`; the value may hold more."""
+    key, _, value = text.partition("=")
+    return label_key(key), label_value(key, value)
+
+
+def labels(items: dict[str, str]) -> dict[str, str]:
+    """Labels given as a mapping (the API's): each key and each value checked on its own."""
+    for key, value in items.items():
+        label_key(key)
+        label_value(key, value)
+    return items
+
+
+def removable_label_key(key: str) -> str:
+    """A key named by a label removal (`--label-rm`): any key a stored label may have, including one an
+    earlier release let in (`zone=a`, or with whitespace), so that such a label can still be removed. A key
+    not set is refused later, by the command, as not set."""
+    if not key or len(key) > MAX_STORED_LABEL_KEY or "\x00" in key:
+        raise SpecError(f"invalid label key {key[:80]!r}: no label can have it")
+    return key
 
 
 def env(text: str) -> str:

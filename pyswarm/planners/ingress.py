@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import itertools
 import re
 import shlex
@@ -38,6 +37,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from pyswarm.model import Endpoint, Protocol, Service
+from pyswarm.model.addresses import canonical_ipv4
 
 TABLES = ("nat", "filter")  # nat first: if its COMMIT fails, iptables-restore stops before filter
 
@@ -117,18 +117,34 @@ def _port(value: object, what: str) -> int:
 def _ipv4(value: object, what: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{what} must be an IPv4 address string, got {value!r}")
-    canonical = _canonical_ipv4(value)
+    canonical = canonical_ipv4(value)
     if canonical is None:
-        raise ValueError(f"{what} must be an IPv4 address, got {value!r}")
+        raise ValueError(f"{what} must be an IPv4 address, got {value[:80]!r}")
     return canonical
 
 
-@lru_cache(maxsize=4096)  # the same few node addresses recur across thousands of endpoints
-def _canonical_ipv4(value: str) -> str | None:
+def endpoint_problem(endpoint: Endpoint) -> str:
+    """Why the mesh cannot forward to this endpoint ("" when it can). render_node_rules skips such an endpoint
+    on every node, so that one bad address (a node stored with a host name) never stops the others' rules."""
     try:
-        return str(ipaddress.IPv4Address(value))
-    except ValueError:
-        return None
+        _ipv4(endpoint.node_addr, "endpoint node address")
+        _port(endpoint.host_port, "endpoint host port")
+        if endpoint.container_addr:
+            _ipv4(endpoint.container_addr, "container address")
+            _port(endpoint.target_port, "endpoint target port")
+    except ValueError as exc:
+        return str(exc)
+    return ""
+
+
+def skipped_endpoints(ports: Sequence[IngressPort]) -> tuple[tuple[IngressPort, Endpoint, str], ...]:
+    """Every endpoint render_node_rules skips, with its port and the reason (endpoint_problem)."""
+    return tuple(
+        (port, endpoint, problem)
+        for port in ports
+        for endpoint in port.endpoints
+        if (problem := endpoint_problem(endpoint))
+    )
 
 
 def _protocol(value: object) -> str:
@@ -249,7 +265,10 @@ def render_node_rules(ports: Sequence[IngressPort], node_addr: str, *, random_fu
     """The complete desired set of our chains on the node reachable at node_addr.
 
     An endpoint is local when its node_addr equals node_addr; the same IngressPorts can be rendered for every
-    node. Raises ValueError on a bad port, address or protocol, or two services on one published port.
+    node. An endpoint that cannot be forwarded to (endpoint_problem: an address that is not IPv4, a bad port)
+    is skipped, as if its task were not running: a port left with no endpoint is refused. Raises ValueError on
+    a bad node_addr (this node's own: only its rules), and on a bad published port, protocol or service id,
+    or two services on one published port.
     random_fully: `MASQUERADE --random-fully` (needs iptables >= 1.6.2; the nf_tables backend has it)."""
     node_ip = _ipv4(node_addr, "node address")
     static = _static_chains(random_fully)
@@ -262,7 +281,9 @@ def render_node_rules(ports: Sequence[IngressPort], node_addr: str, *, random_fu
     for published, proto, port in _validated_ports(ports):
         comment = _comment(f"{port.service_name}:{published}/{proto}")
         endpoints = dict(
-            _endpoint_chain(port, proto, published, endpoint, node_ip) for endpoint in port.endpoints
+            _endpoint_chain(port, proto, published, endpoint, node_ip)
+            for endpoint in port.endpoints
+            if not endpoint_problem(endpoint)
         )  # keyed by chain name: the same endpoint twice is one endpoint
         if not endpoints:
             reject_with = "tcp-reset" if proto == "tcp" else "icmp-port-unreachable"

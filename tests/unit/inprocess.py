@@ -22,6 +22,7 @@ from pyswarm.drivers.engine import Engine, EngineUnreachable, MemoryEngine
 from pyswarm.drivers.host import HostUnreachable
 from pyswarm.manager import registration
 from pyswarm.manager.api import create_app
+from pyswarm.manager.certificates import CA_CERT, cert_dir, ensure_manager_certificate
 from pyswarm.manager.manager import Manager
 from pyswarm.manager.settings import Settings
 from pyswarm.model import Availability, NodeStatus, PortConfig, PublishMode, ServiceMode, ServiceSpec, TaskState
@@ -170,9 +171,15 @@ class ApiServer:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = int(self.sock.getsockname()[1])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"https://127.0.0.1:{self.port}"
+        # TLS as the daemon serves it: the manager's certificate from the cluster's CA.
+        data_dir = manager.settings.data_dir
+        cert, key = ensure_manager_certificate(data_dir, ["127.0.0.1"])
+        self.ca_file = str(cert_dir(data_dir) / CA_CERT)
         config = uvicorn.Config(
             create_app(manager),
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
             lifespan="off",
             log_level="debug" if logged else "warning",
             log_config=None if logged else uvicorn.config.LOGGING_CONFIG,

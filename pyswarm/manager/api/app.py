@@ -14,7 +14,8 @@ from starlette.routing import Match
 from pyswarm import __version__
 from pyswarm.manager.api.auth import Client
 from pyswarm.manager.api.errors import status_of, validation_message
-from pyswarm.manager.api.routes import cluster, nodes, services, swarm
+from pyswarm.manager.api.limits import Limits
+from pyswarm.manager.api.routes import ca, cluster, nodes, services, swarm
 from pyswarm.manager.errors import ManagerError
 from pyswarm.manager.manager import Manager
 from pyswarm.model.parse import SpecError
@@ -31,13 +32,15 @@ def create_app(manager: Manager) -> FastAPI:
         redoc_url=None,
     )
     app.state.manager = manager
+    # Authentication and the body size cap, before any body is read (pyswarm/manager/api/limits.py).
+    app.add_middleware(Limits)
     _add_error_handlers(app)
 
     @app.get("/openapi.json", include_in_schema=False)
     def openapi(_: Client) -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    for module in (cluster, swarm, nodes, services):
+    for module in (ca, cluster, swarm, nodes, services):
         app.include_router(module.router)
     return app
 

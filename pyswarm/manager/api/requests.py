@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
 from pyswarm.drivers.engine import validate_engine_url
-from pyswarm.manager.registration import TlsPem
+from pyswarm.manager.registration import JoinClaim, TlsPem
 from pyswarm.model import RestartCondition, RestartPolicy, ServiceMode, ServiceSpec
 from pyswarm.model import parse as p
 
@@ -42,13 +42,31 @@ Labels = Annotated[
     Field(default_factory=dict, max_length=1000, json_schema_extra={"propertyNames": {"pattern": _LABEL_KEY}}),
 ]
 LabelKey = Annotated[str, _documented(_LABEL_KEY)]
+# A key to remove: any key a stored label may have, one an earlier release let in (`zone=a`) included.
+RemovedLabelKey = Annotated[
+    str, Field(json_schema_extra={"pattern": r"^[^\x00]+$", "maxLength": p.MAX_STORED_LABEL_KEY})
+]
 
 
-def _check_engine_url(url: str, insecure_tcp: bool) -> str:
-    url = validate_engine_url(url, insecure_tcp=insecure_tcp)
-    if urlparse(url).password is not None:
+def _check_engine_url(url: str, insecure_tcp: bool, joining: bool = False) -> str:
+    """joining: a join-token holder names the engine; the manager would probe unix:// on its own host, and an
+    unauthenticated tcp:// engine proves nothing, so only ssh://, and tcp:// with TLS (insecure_tcp: TLS
+    files given), are accepted."""
+    url = validate_engine_url(url, insecure_tcp=insecure_tcp or joining)
+    parsed = urlparse(url)
+    if parsed.password is not None:
         # It would be stored and shown by `node inspect`: SSH engines are reached with keys.
         raise ValueError("an engine URL cannot carry a password: use an SSH key")
+    if joining and parsed.scheme == "unix":
+        raise ValueError(
+            "a join cannot name a unix:// engine: the manager reaches a joining node's engine over ssh://, "
+            "or tcp:// with TLS (--advertise-engine)"
+        )
+    if joining and parsed.scheme == "tcp" and not insecure_tcp:
+        raise ValueError(
+            f"engine {url} is tcp:// without TLS: a join needs its TLS files (--tlscacert/--tlscert/--tlskey), "
+            "or an ssh:// engine"
+        )
     return url
 
 
@@ -109,9 +127,7 @@ class SpecIn(BaseModel):
     @field_validator("labels")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
-            p.label(f"{key}={item}")
-        return value
+        return p.labels(value)  # each key on its own: `a=b` is not the key `a` with a value `b=...`
 
     @field_validator("constraints")
     @classmethod
@@ -217,29 +233,64 @@ class EngineAccessIn(BaseModel):
 
 
 class JoinIn(EngineAccessIn):
+    """`swarm join`, with a join token: bound to the joining node (see registration.JoinClaim)."""
+
     engine_id: str = Field(min_length=1, max_length=128)
-    addr: str = Field(min_length=1, max_length=64, pattern=ADDR_PATTERN)
+    addr: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=ADDR_PATTERN,
+        description="the node's own IPv4 address: the one this request comes from",
+    )
+    advertise_engine: bool = Field(
+        default=False,
+        description="engine_url is not at addr (`--advertise-engine`): the engine's answering with engine_id "
+        "is the proof that it is the joining node's",
+    )
+    node_secret: SecretStr | None = Field(
+        default=None,
+        max_length=256,
+        description="the node's own secret, from its node.json: only with it may a join take back a Down node",
+    )
+
+    @model_validator(mode="after")
+    def _url(self) -> Self:  # replaces EngineAccessIn's: no unix://, and no tcp:// without TLS
+        if self.insecure_tcp:
+            raise ValueError(
+                "insecure_tcp: a join cannot use a tcp:// engine without TLS: give its TLS files, or use ssh://"
+            )
+        self.engine_url = _check_engine_url(self.engine_url, self.tls is not None, joining=True)
+        return self
+
+    def claim(self, source_addr: str) -> JoinClaim:
+        """What registration checks this join against, for a request from source_addr."""
+        secret = self.node_secret.get_secret_value() if self.node_secret is not None else None
+        return JoinClaim(source_addr=source_addr, node_secret=secret, advertised_engine=self.advertise_engine)
 
 
 class NodeAddIn(EngineAccessIn):
-    addr: str = Field(default="", max_length=64, pattern=ADDR_PATTERN)
+    addr: str = Field(
+        default="",
+        max_length=64,
+        pattern=ADDR_PATTERN,
+        description="the node's address, stored as IPv4: an IPv4 address or a host name that resolves to one "
+        "(default: the engine URL's host)",
+    )
 
 
 class NodeUpdateIn(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     availability: Literal["active", "pause", "drain"] | None = None
     label_add: Labels
-    label_rm: list[LabelKey] = Field(default_factory=list, max_length=1000)
+    label_rm: list[RemovedLabelKey] = Field(default_factory=list, max_length=1000)
     role: Literal["manager", "worker"] | None = None
 
     @field_validator("label_add")
     @classmethod
     def _labels(cls, value: dict[str, str]) -> dict[str, str]:
-        for key, item in value.items():
-            p.label(f"{key}={item}")
-        return value
+        return p.labels(value)  # each key on its own: `a=b` is not the key `a` with a value `b=...`
 
     @field_validator("label_rm")
     @classmethod
     def _label_keys(cls, value: list[str]) -> list[str]:
-        return [p.label_key(key) for key in value]
+        return [p.removable_label_key(key) for key in value]

@@ -46,8 +46,9 @@ class StateStore(Protocol):
         delete_nodes: Iterable[str] = (),
         delete_services: Iterable[str] = (),
         delete_tasks: Iterable[str] = (),
+        delete_meta: Iterable[str] = (),
     ) -> None:
-        """Write everything given at once: all of it lands, or none."""
+        """Write everything given at once: all of it lands, or none. Deletions go before writes."""
 
     def encode_task(self, task: Task) -> Any:
         """The task as this store writes it: taken while the task cannot change, written later."""

@@ -247,15 +247,18 @@ class SqliteStore:
         delete_nodes: Iterable[str] = (),
         delete_services: Iterable[str] = (),
         delete_tasks: Iterable[str] = (),
+        delete_meta: Iterable[str] = (),
     ) -> None:
-        """Write everything given in one transaction: all of it lands, or none."""
+        """Write everything given in one transaction: all of it lands, or none. Deletions go before writes."""
         node_rows = [(n.id, json.dumps(node_to_dict(n))) for n in nodes]
         service_rows = [(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services]
         task_rows = [task_row(t) for t in tasks]
         with self._turn:
             self._urgent += 1
         try:
-            self._write(meta, node_rows, service_rows, task_rows, delete_nodes, delete_services, delete_tasks)
+            self._write(
+                meta, node_rows, service_rows, task_rows, delete_nodes, delete_services, delete_tasks, delete_meta
+            )
         finally:
             with self._turn:
                 self._urgent -= 1
@@ -271,10 +274,12 @@ class SqliteStore:
         delete_nodes: Iterable[str],
         delete_services: Iterable[str],
         delete_tasks: Iterable[str],
+        delete_meta: Iterable[str] = (),
     ) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._db.executemany("DELETE FROM meta WHERE key=?", [(k,) for k in delete_meta])
                 if meta:
                     self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
                 self._db.executemany("DELETE FROM services WHERE id=?", [(i,) for i in delete_services])

@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import ssl
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +243,32 @@ CASES: dict[str, Bad] = {
 }
 
 
+# Security review, problem 6: label keys checked on their own, one operator per constraint, and the ports
+# the manager reaches engines through (or etcd's) reserved.
+CASES.update(
+    {
+        "label key with an escape code": create("-l", "a\x1b[31m=1", message="cannot contain control characters"),
+        "label key with a tab": create("-l", "a\tb=1", message="invalid label key 'a\\tb': a key cannot contain"),
+        "constraint with a second operator": create(
+            "--constraint", "node.hostname==node-02!=x", message="contains '!=', so it is ambiguous"
+        ),
+        "update constraint-add with a second operator": bad(
+            "service update -d --constraint-add node.labels.zone==a==b web", "contains '==', so it is ambiguous"
+        ),
+        "Docker API port": create("-p", "2375:80", message="published port 2375 is reserved: the Docker Engine API"),
+        "Docker API TLS port": create("-p", "2376:80", message="published port 2376 is reserved: the Docker Engine"),
+        "etcd client port": create("-p", "2379:80", message="published port 2379 is reserved: etcd's client port"),
+        "etcd peer port": create("-p", "2380:80/udp", message="published port 2380 is reserved: etcd's peer port"),
+        "update publish-add Docker API port": bad(
+            "service update -d --publish-add 2375:80 web", "published port 2375 is reserved"
+        ),
+        "node label-add with a control character": Bad(
+            ("node", "update", "--label-add", "zone\x07=1", "node-02"), "cannot contain control characters"
+        ),
+    }
+)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("bad-cli") / "data")
@@ -268,6 +297,7 @@ def run(machine: Path, server: ApiServer, cluster: Cluster, case: Bad) -> tuple[
         "PYSWARM_DATA_DIR": str(machine / "state"),
         "PYSWARM_CONFIG": str(machine / "config" / "config.json"),
         "PYSWARM_HOST": server.url if case.creds != "none" else None,
+        "PYSWARM_CA": server.ca_file if case.creds != "none" else None,
         "PYSWARM_TOKEN": None,
         "DOCKER_HOST": "unix:///nonexistent/docker.sock",
         "COLUMNS": "200",
@@ -356,6 +386,7 @@ def test_secrets_never_show_in_output_errors_responses_or_logs(
             "PYSWARM_DATA_DIR": str(machine / "state"),
             "PYSWARM_CONFIG": str(machine / "config.json"),
             "PYSWARM_HOST": server.url,
+            "PYSWARM_CA": server.ca_file,
             "PYSWARM_TOKEN": cluster.token("client"),
             "COLUMNS": "200",
         }
@@ -374,7 +405,11 @@ def test_secrets_never_show_in_output_errors_responses_or_logs(
         pyswarm("swarm", "join", "--token", cluster.token("client"), addr, code=1)
         pyswarm("swarm", "join", "--advertise-engine", UNREACHABLE, "--token", old_worker, addr, code=1)
         pyswarm("service", "create", "-d", "--name", "clash", "-p", "80:80", "nginx", code=1)
-        http = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {cluster.token('client')}"})
+        http = httpx.Client(
+            base_url=server.url,
+            headers={"Authorization": f"Bearer {cluster.token('client')}"},
+            verify=ssl.create_default_context(cafile=server.ca_file),
+        )
         cert = TLS_KEY.replace("PRIVATE KEY", "CERTIFICATE")
         tls = {"ca": cert, "cert": cert, "key": TLS_KEY}
         for body in ({"tls": tls}, {"tls": {**tls, "key": "THE-SECRET-KEY-MATERIAL"}}, {"tls": tls, "x": 1}):
@@ -426,6 +461,7 @@ def test_join_token_rotate_retires_the_old_token_at_once(machine: Path, server: 
         "PYSWARM_DATA_DIR": str(machine / "state"),
         "PYSWARM_CONFIG": str(machine / "config.json"),
         "PYSWARM_HOST": server.url,
+        "PYSWARM_CA": server.ca_file,
         "PYSWARM_TOKEN": cluster.token("client"),
     }
     old = cluster.token("worker")
@@ -440,3 +476,36 @@ def test_join_token_rotate_retires_the_old_token_at_once(machine: Path, server: 
     assert old not in refused.output
     assert snapshot(cluster) == before
     assert not (machine / "state" / "node.json").exists()
+
+
+# --- security review, problem 7: a shared data directory is refused, and left as it was --------------------
+
+
+def _init_in(data_dir: Path) -> tuple[int, str, BaseException | None]:
+    env = {
+        "PYSWARM_DATA_DIR": str(data_dir),
+        "PYSWARM_CONFIG": str(data_dir.parent / "config" / "config.json"),
+        "DOCKER_HOST": "unix:///nonexistent/docker.sock",
+    }
+    result = CliRunner().invoke(cli, ["swarm", "init", "--listen-addr", f"127.0.0.1:{closed_port()}"], env=env)
+    return result.exit_code, result.output, result.exception
+
+
+def test_init_in_a_shared_data_dir_is_refused_and_leaves_its_mode(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    code, output, exception = _init_in(shared)
+    assert code != 0
+    assert "can be written by other users (mode 1777)" in output + str(exception)
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # it was made 0700
+    assert list(shared.iterdir()) == []
+
+
+def test_init_in_a_shared_data_dir_says_why_without_a_traceback(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)
+    code, output, exception = _init_in(shared)
+    assert isinstance(exception, SystemExit) and code == 1
+    assert "Error: " in output and "can be written by other users" in output

@@ -39,12 +39,12 @@ def test_importing_the_cli_loads_no_heavy_module() -> None:
 
 
 @pytest.fixture(scope="module")
-def manager_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """The API's URL and a client token."""
+def manager_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, str]]:
+    """The API's URL, a client token, and the swarm's CA file."""
     cluster = Cluster(tmp_path_factory.mktemp("cli-imports") / "data")
     cluster.populate()
     with ApiServer(cluster.manager) as server:
-        yield server.url, cluster.token("client")
+        yield server.url, cluster.token("client"), server.ca_file
     cluster.close()
 
 
@@ -60,12 +60,13 @@ def manager_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     ],
 )
 def test_client_commands_load_no_heavy_module(
-    manager_api: tuple[str, str], tmp_path: Path, args: list[str], expected: str
+    manager_api: tuple[str, str, str], tmp_path: Path, args: list[str], expected: str
 ) -> None:
-    url, token = manager_api
+    url, token, ca_file = manager_api
     env = {
         **os.environ,
         "PYSWARM_HOST": url,
+        "PYSWARM_CA": ca_file,
         "PYSWARM_TOKEN": token,
         "PYSWARM_CONFIG": str(tmp_path / "config.json"),
         "PYSWARM_DATA_DIR": str(tmp_path / "state"),

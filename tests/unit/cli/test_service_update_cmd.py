@@ -35,6 +35,7 @@ def server(cluster: Cluster) -> Iterator[ApiServer]:
 def pyswarm(server: ApiServer, cluster: Cluster, tmp_path: Path) -> Any:
     env = {
         "PYSWARM_HOST": server.url,
+        "PYSWARM_CA": server.ca_file,
         "PYSWARM_TOKEN": cluster.token("client"),
         "PYSWARM_CONFIG": str(tmp_path / "config.json"),
         "PYSWARM_DATA_DIR": str(tmp_path / "state"),

@@ -17,7 +17,7 @@ from pyswarm.drivers.host import forget_host_key
 from pyswarm.manager import registration
 from pyswarm.manager.api import create_app
 from pyswarm.manager.errors import Conflict, Forbidden, ManagerError
-from pyswarm.manager.registration import TlsPem
+from pyswarm.manager.registration import JoinClaim, TlsPem
 from pyswarm.model import LABEL_CLUSTER_ID, Node, NodeStatus, TaskState
 from tests.unit.inprocess import ALIAS_URL, WORKER_URLS, Cluster, snapshot, wait_until
 
@@ -70,6 +70,25 @@ def test_a_node_that_left_may_join_again_and_comes_back_ready(cluster: Cluster) 
     wait_until(lambda: node(cluster, "node-02").status is NodeStatus.READY)
     assert node(cluster, "node-02").status_message == ""
     assert len(cluster.manager.state.nodes) == 3
+
+
+def test_a_node_that_left_joins_again_only_with_its_own_secret(cluster: Cluster) -> None:
+    """With a join token (JoinClaim), a Down node's identity is taken back only with that node's own secret:
+    its engine ID alone is no proof (anyone may run an engine that answers with it)."""
+    cluster.wait_converged()
+    left = node(cluster, "node-02")
+    cluster.manager.nodes.node_left(left.id)
+    before = snapshot(cluster)
+    for presented in (None, "wrong", cluster.manager.state.meta[f"node_secret_{node(cluster, 'node-03').id}"]):
+        claim = JoinClaim(source_addr="10.0.0.2", node_secret=presented)
+        with pytest.raises(Forbidden, match="run `pyswarm node rm node-02` on the manager first"):
+            cluster.manager.registration.add_node(WORKER_URLS[0], "10.0.0.2", left.engine_id, join=claim)
+        assert snapshot(cluster) == before
+    secret = cluster.manager.state.meta[f"node_secret_{left.id}"]
+    claim = JoinClaim(source_addr="10.0.0.2", node_secret=secret)
+    rejoined, returned = cluster.manager.registration.add_node(WORKER_URLS[0], "10.0.0.2", left.engine_id, join=claim)
+    assert (rejoined.id, returned) == (left.id, secret)
+    wait_until(lambda: node(cluster, "node-02").status is NodeStatus.READY)
 
 
 def test_a_down_node_may_join_again_under_another_url_and_is_pinged_there(cluster: Cluster) -> None:

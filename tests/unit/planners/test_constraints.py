@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from pyswarm.model import Constraint, ConstraintOp, Node, NodeRole
+from pyswarm.model import Constraint, ConstraintOp, Node, NodeRole, Service, ServiceSpec, parse
+from pyswarm.model.codec import service_from_dict, service_to_dict, spec_from_dict
 from pyswarm.planners.constraints import is_supported_key, node_matches, unsatisfied
 
 EQ, NE = ConstraintOp.EQ, ConstraintOp.NE
@@ -98,3 +101,48 @@ def test_constraints_are_anded_and_empty_matches_everything() -> None:
 )
 def test_is_supported_key(key: str, supported: bool) -> None:
     assert is_supported_key(key) is supported
+
+
+# --- constraints read back from the store place tasks as the ones accepted did (security review, 6) -------
+
+
+def _restarted(constraints: tuple[Constraint, ...]) -> tuple[Constraint, ...]:
+    """The constraints as a restarted manager has them: through the store's JSON."""
+    spec = ServiceSpec(name="web", image="nginx", constraints=constraints)
+    return service_from_dict(json.loads(json.dumps(service_to_dict(Service(id="s", spec=spec))))).spec.constraints
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "node.hostname==node-01",
+        "node.hostname!=node-02",
+        "node.role==worker",
+        "node.labels.zone!=east",
+        "node.labels.env==a=b",  # a value may hold a single `=`
+        "node.labels.env!=a!b",
+    ],
+)
+def test_a_stored_constraint_matches_the_same_nodes(text: str) -> None:
+    accepted = (parse.constraint(text),)
+    assert _restarted(accepted) == accepted
+    nodes = [
+        make_node(),
+        make_node(id="n2", hostname="node-02", role=NodeRole.MANAGER, labels={"env": "a=b"}),
+        make_node(id="n3", hostname="node-03", labels={"zone": "west", "env": "a!b"}),
+    ]
+    assert [node_matches(_restarted(accepted), n) for n in nodes] == [node_matches(accepted, n) for n in nodes]
+
+
+def test_the_rule_an_older_state_file_holds_is_the_one_that_was_accepted() -> None:
+    """The previous release accepted `node.hostname==node-02!=x` as hostname == `node-02!=x`, stored its
+    text, and read it back split at the `!=`: the unknown key `node.hostname==node-02`, which never
+    matches, so the service's tasks could go nowhere after a restart. Read at the first operator, the old
+    text is the rule that was accepted; the parser now refuses such a value."""
+    old = {"name": "web", "image": "nginx", "constraints": ["node.hostname==node-02!=x", "node.labels.zone!=east"]}
+    constraints = spec_from_dict(old).constraints
+    assert constraints == (Constraint("node.hostname", EQ, "node-02!=x"), Constraint("node.labels.zone", NE, "east"))
+    assert node_matches(constraints, make_node(hostname="node-02!=x", labels={}))
+    assert not node_matches(constraints, make_node(hostname="node-02", labels={}))
+    with pytest.raises(parse.SpecError, match="ambiguous"):
+        parse.constraint("node.hostname==node-02!=x")

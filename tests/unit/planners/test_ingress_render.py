@@ -30,12 +30,14 @@ from pyswarm.planners.ingress import (
     IngressPort,
     RuleSet,
     applied_jumps,
+    endpoint_problem,
     ingress_ports_for,
     parse_save,
     probability,
     removal_text,
     render_node_rules,
     restore_text,
+    skipped_endpoints,
 )
 
 NODE = "10.0.0.1"
@@ -224,18 +226,47 @@ def test_duplicate_endpoints_collapse() -> None:
         IngressPort("s1", "s1", "80", Protocol.TCP, ()),  # type: ignore[arg-type]
         IngressPort("s1", "s1", 80, "sctp", ()),  # type: ignore[arg-type]
         IngressPort("", "s1", 80, Protocol.TCP, ()),
-        port("s1", 80, ep("10.0.0.2", 0)),
-        port("s1", 80, ep("10.0.0.2", 65536)),
-        port("s1", 80, ep("10.0.0.300", 30001)),
-        port("s1", 80, ep("10.0.0.2; rm -rf /", 30001)),
-        port("s1", 80, ep("fe80::1", 30001)),  # iptables is IPv4 only
-        port("s1", 80, ep("10.0.0.2", 30001, "not-an-ip", 80)),
-        port("s1", 80, ep(NODE, 30001, "172.17.0.2", 0)),  # local: the target port is needed
     ],
 )
 def test_bad_input_raises_value_error(bad: IngressPort) -> None:
     with pytest.raises(ValueError):
         render_node_rules([bad], NODE)
+
+
+BAD_ENDPOINTS = {
+    "host port 0": ep("10.0.0.2", 0),
+    "host port 65536": ep("10.0.0.2", 65536),
+    "node address 10.0.0.300": ep("10.0.0.300", 30001),
+    "node address with a shell command": ep("10.0.0.2; rm -rf /", 30001),
+    "IPv6 node address": ep("fe80::1", 30001),  # iptables is IPv4 only
+    "host name as node address": ep("host.example", 30001),  # `node add ssh://root@host.example` stored that
+    "container address not an IP": ep("10.0.0.2", 30001, "not-an-ip", 80),
+    "local, without a target port": ep(NODE, 30001, "172.17.0.2", 0),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_ENDPOINTS.values()), ids=list(BAD_ENDPOINTS))
+def test_a_bad_endpoint_is_skipped_on_every_node_and_the_rest_is_rendered(bad: Endpoint) -> None:
+    """One bad endpoint (before: a ValueError for every node, so no node's rules were updated) is skipped
+    like a task that is not running; the good endpoints of the same port, and other ports, are rendered."""
+    good = ep("10.0.0.3", 30002)
+    ports = [port("s1", 80, bad, good), port("s2", 81, bad), port("s3", 82, ep("10.0.0.2", 30003))]
+    assert endpoint_problem(bad)
+    assert skipped_endpoints(ports) == ((ports[0], bad, endpoint_problem(bad)), (ports[1], bad, endpoint_problem(bad)))
+    for node in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        rendered = render_node_rules(ports, node)
+        assert rendered == render_node_rules([port("s1", 80, good), port("s2", 81), ports[2]], node)
+        assert len(rules(rendered, "nat", svc_chain(rendered, 80))) == 1  # only the good endpoint
+        (reject,) = rules(rendered, "filter", REJECT_CHAIN)  # s2 has no usable endpoint left: refused
+        assert "--dport 81 " in reject
+
+
+def test_the_endpoint_problem_names_the_bad_address() -> None:
+    assert endpoint_problem(ep("host.example", 30001)) == (
+        "endpoint node address must be an IPv4 address, got 'host.example'"
+    )
+    assert endpoint_problem(ep("10.0.0.2", 30001, "172.17.0.2", 80)) == ""
+    assert skipped_endpoints([port("s1", 80, ep("10.0.0.2", 30001))]) == ()
 
 
 @pytest.mark.parametrize("node", ["", "10.0.0", "10.0.0.1/24", "::1", "host.example"])

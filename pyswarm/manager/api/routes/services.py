@@ -2,14 +2,16 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from pyswarm.manager.api.auth import Client, Logs, Reader, Services
 from pyswarm.manager.api.errors import documented
 from pyswarm.manager.api.requests import ServiceUpdateIn, SpecIn
 from pyswarm.manager.api.responses import IdOut, ServiceOut, TaskOut, TextStream, service_out, task_out
 from pyswarm.manager.api.routes.nodes import Ref
+from pyswarm.manager.logs import LogStreamsBusy
 
 router = APIRouter()
 
@@ -51,6 +53,10 @@ def service_tasks(ref: Ref, _: Client, read: Reader) -> list[TaskOut]:
     responses={
         200: {"description": "the tasks' log lines, each prefixed with its task and node, as they come"},
         **documented(404, 409, plain_route=True),
+        503: {
+            "description": "as many log streams are open as the manager serves at once",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}},
+        },
     },
 )
 def service_logs(
@@ -61,4 +67,10 @@ def service_logs(
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
     follow: bool = False,
 ) -> StreamingResponse:
-    return TextStream(logs.stream(read.service(ref).service, tail, follow))
+    # The stream is read on the event loop (no thread held while it waits for lines). It is closed when it ends,
+    # or when the client goes away (the response then runs its background task), which stops its readers.
+    try:
+        stream = logs.open(read.service(ref).service, tail, follow)
+    except LogStreamsBusy as exc:
+        raise HTTPException(503, exc.message, headers={"Retry-After": "5"}) from None
+    return TextStream(stream, background=BackgroundTask(stream.close))

@@ -2,7 +2,7 @@
 
 from typing import Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from pyswarm.manager.api.auth import Client, Joiner, LeavingNode, Nodes, Registrar, Tokens
 from pyswarm.manager.api.errors import documented
@@ -14,9 +14,13 @@ router = APIRouter()
 
 
 @router.post("/swarm/join", response_model=JoinOut, responses=documented(400, 409))
-def join(body: JoinIn, role: Joiner, registration: Registrar, tokens: Tokens) -> JoinOut:
+def join(request: Request, body: JoinIn, role: Joiner, registration: Registrar, tokens: Tokens) -> JoinOut:
+    """Bound to the caller: the node's address must be the one this request comes from (403 otherwise)."""
     node_role = NodeRole.MANAGER if role == "manager" else NodeRole.WORKER
-    node, secret = registration.add_node(body.engine_url, body.addr, body.engine_id, node_role, **body.access())
+    source = request.client.host if request.client is not None else ""
+    node, secret = registration.add_node(
+        body.engine_url, body.addr, body.engine_id, node_role, **body.access(), join=body.claim(source)
+    )
     return JoinOut(
         node_id=node.id,
         node_secret=secret,

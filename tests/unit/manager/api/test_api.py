@@ -33,7 +33,8 @@ def manager(tmp_path: Path) -> Iterator[Manager]:
 
 def client(manager: Manager, role: str = "client") -> TestClient:
     token = manager.state.meta[f"token_{role}"]
-    return TestClient(create_app(manager), headers={"Authorization": f"Bearer {token}"})
+    # Joins must come from the node's own address: this client is node 10.0.0.2.
+    return TestClient(create_app(manager), headers={"Authorization": f"Bearer {token}"}, client=("10.0.0.2", 50000))
 
 
 SPEC = {"name": "web", "image": "nginx", "replicas": 1, "ports": [{"published": 80, "target": 80}]}
@@ -52,7 +53,9 @@ def test_worker_token_can_only_join(manager: Manager) -> None:
     worker = client(manager, "worker")
     assert worker.get("/nodes").status_code == 403
     assert worker.post("/services", json=SPEC).status_code == 403
-    join = worker.post("/swarm/join", json={"engine_url": "ssh://root@10.0.0.2", "engine_id": "wrong", "addr": "x"})
+    join = worker.post(
+        "/swarm/join", json={"engine_url": "ssh://root@10.0.0.2", "engine_id": "wrong", "addr": "10.0.0.2"}
+    )
     assert join.status_code == 403
     assert "not the engine that asked to join" in join.json()["detail"]
     assert len(manager.state.nodes) == 1

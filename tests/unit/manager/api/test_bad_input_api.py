@@ -7,6 +7,8 @@ and node secrets are refused everywhere else (403), and rotating a join token re
 
 from __future__ import annotations
 
+import hashlib
+import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,16 @@ class Bad:
     token: str = "client"  # client, worker, manager, node (node-02's secret), bogus, or none
     content: bytes | None = None
     type: str = "application/json"  # the Content-Type of `content`
+    source: str = "10.0.0.4"  # the client's address (a join's addr must be it): node-04's, the spare engine's
+
+
+def joining(status: int, message: str, source: str = "10.0.0.4", **changes: Any) -> Bad:
+    """A join with a worker token from `source`."""
+    return Bad("POST", "/swarm/join", status, message, json=join(**changes), token="worker", source=source)
+
+
+# What a join-token holder may be told when its engine could not be probed (nothing about why).
+GENERIC_PROBE = "cannot reach engine {url}, or it did not answer as a Docker Engine"
 
 
 def create(body: Any, status: int, message: str) -> Bad:
@@ -258,6 +270,26 @@ CASES: dict[str, Bad] = {
     "add an engine already in, by another URL": Bad(
         "POST", "/nodes", 409, "is already in the swarm as node-02", json={"engine_url": ALIAS_URL}
     ),
+    "add with a numeric addr that is not an IPv4 address": Bad(
+        "POST",
+        "/nodes",
+        400,
+        "node address '10.1' is not an IPv4 address",
+        json={"engine_url": SPARE_URL, "addr": "10.1"},
+    ),
+    "add with addr 0.0.0.0": Bad(
+        "POST", "/nodes", 400, "does not resolve to one", json={"engine_url": SPARE_URL, "addr": "0.0.0.0"}
+    ),
+    "add with an IPv6 addr": Bad(
+        "POST",
+        "/nodes",
+        400,
+        "node address '::1' is not an IPv4 address",
+        json={"engine_url": SPARE_URL, "addr": "::1"},
+    ),
+    "add a unix:// engine without addr": Bad(
+        "POST", "/nodes", 400, "the node's address is not known", json={"engine_url": "unix:///var/run/docker.sock"}
+    ),
     "add with addr '; reboot'": Bad(
         "POST", "/nodes", 422, "addr: String should match pattern", json={"engine_url": SPARE_URL, "addr": "x; reboot"}
     ),
@@ -321,8 +353,48 @@ CASES: dict[str, Bad] = {
     "join with tcp:// without TLS": Bad(
         "POST", "/swarm/join", 422, "without TLS", json=join(engine_url="tcp://127.0.0.1:2376"), token="worker"
     ),
-    "join from an engine that is not there": Bad(
-        "POST", "/swarm/join", 422, "cannot reach engine", json=join(engine_url=UNREACHABLE_URL), token="worker"
+    "join with tcp:// without TLS, advertised": joining(
+        422,
+        "is tcp:// without TLS: a join needs its TLS files",
+        engine_url="tcp://127.0.0.1:2376",
+        advertise_engine=True,
+    ),
+    "join from an engine that is not there": joining(
+        422,
+        GENERIC_PROBE.format(url=UNREACHABLE_URL),
+        source="10.0.0.9",
+        engine_url=UNREACHABLE_URL,
+        addr="10.0.0.9",
+    ),
+    "join advertising an engine that is not there": joining(
+        422, GENERIC_PROBE.format(url=UNREACHABLE_URL), engine_url=UNREACHABLE_URL, advertise_engine=True
+    ),
+    # --- join: bound to the joining node's own address (security review, problem 2) --------------------
+    "join with the addr of a node in the swarm": joining(403, "must be the node's own address", addr="10.0.0.2"),
+    "join with the addr of any internal IP": joining(403, "must be the node's own address", addr="10.0.0.77"),
+    "join with a host name as addr": joining(403, "must be the node's own address", addr="node-04.example"),
+    "join from a client address that is not IPv4": joining(
+        403, "a join must come from the node's own IPv4 address", source="testclient"
+    ),
+    "join naming an engine at another address": joining(
+        403, "is not at the node's own address (10.0.0.4)", engine_url=WORKER_URLS[0]
+    ),
+    "join with a non-ASCII engine id": joining(403, "not the engine that asked to join", engine_id="é"),
+    "join with a node secret of 300 characters": joining(
+        422, "node_secret: Value should have at most 256", node_secret="n" * 300
+    ),
+    # --- join: what a probe may tell a join-token holder (problem 3) -----------------------------------
+    "join with unix://": joining(
+        422, "a join cannot name a unix:// engine", engine_url="unix:///var/run/docker.sock", advertise_engine=True
+    ),
+    "join with unix:// of a file that is not there": joining(
+        422, "a join cannot name a unix:// engine", engine_url="unix:///nonexistent.sock", advertise_engine=True
+    ),
+    "join with tcp:// and insecure_tcp": joining(
+        422,
+        "a join cannot use a tcp:// engine without TLS",
+        engine_url="tcp://10.0.0.4:2376",
+        insecure_tcp=True,
     ),
     "join with a garbage addr": Bad(
         "POST", "/swarm/join", 422, "addr: String should match pattern", json=join(addr="$(id)"), token="worker"
@@ -350,6 +422,77 @@ CASES: dict[str, Bad] = {
 }
 
 
+# Security review, problem 6: label keys checked on their own, one operator per constraint, and the ports
+# the manager reaches engines through (or etcd's) reserved.
+CASES.update(
+    {
+        "label key with '='": create(
+            spec(labels={"zone=a": "b"}), 422, "invalid label key 'zone=a': a key cannot contain '='"
+        ),
+        "label key with a newline": create(spec(labels={"a\nb": "1"}), 422, "a key cannot contain whitespace"),
+        "label key with an escape code": create(
+            spec(labels={"a\x1b[31m": "1"}), 422, "a key cannot contain control characters"
+        ),
+        "node label key with '='": Bad(
+            "POST", "/nodes/node-02/update", 422, "invalid label key 'zone=a'", json={"label_add": {"zone=a": "b"}}
+        ),
+        "label-rm of a key with '=' that is not set": Bad(
+            "POST",
+            "/nodes/node-02/update",
+            400,
+            "label 'zone=a' is not set on node node-02",  # a key with `=` may be named: an old one may be set
+            json={"label_rm": ["zone=a"]},
+        ),
+        "label-rm of an empty key": Bad(
+            "POST", "/nodes/node-02/update", 422, "invalid label key ''", json={"label_rm": [""]}
+        ),
+        "label-rm of a key with NUL": Bad(
+            "POST", "/nodes/node-02/update", 422, "no label can have it", json={"label_rm": ["a\x00"]}
+        ),
+        "constraint with a second operator": create(
+            spec(constraints=["node.hostname==node-02!=x"]), 422, "contains '!=', so it is ambiguous"
+        ),
+        "constraint with == in its value": create(
+            spec(constraints=["node.labels.zone==a==b"]), 422, "contains '==', so it is ambiguous"
+        ),
+        "update with a constraint with a second operator": Bad(
+            "POST",
+            "/services/web/update",
+            422,
+            "so it is ambiguous",
+            json=update(constraints=["node.role!=manager==x"]),
+        ),
+        "Docker API port 2375": create(
+            spec(ports=[{"published": 2375, "target": 80}]), 400, "published port 2375 is reserved: the Docker"
+        ),
+        "Docker API TLS port 2376": create(
+            spec(ports=[{"published": 2376, "target": 80}]), 400, "published port 2376 is reserved: the Docker"
+        ),
+        "etcd client port 2379": create(
+            spec(ports=[{"published": 2379, "target": 80}]), 400, "published port 2379 is reserved: etcd's"
+        ),
+        "etcd peer port 2380": create(
+            spec(ports=[{"published": 2380, "target": 80}]), 400, "published port 2380 is reserved: etcd's"
+        ),
+        "reserved port in host mode": create(port(published=2376, mode="host"), 400, "published port 2376 is"),
+        "reserved port over UDP": create(port(published=2379, protocol="udp"), 400, "published port 2379 is"),
+        "SSH port says why": create(
+            spec(ports=[{"published": 22, "target": 80}]), 400, "reserved: SSH's port: the manager reaches ssh://"
+        ),
+        "manager port says why": create(
+            spec(ports=[{"published": 2377, "target": 80}]), 400, "reserved: the manager's API listens on it"
+        ),
+        "update to the Docker API port": Bad(
+            "POST",
+            "/services/web/update",
+            400,
+            "published port 2375 is reserved",
+            json=update(ports=[{"published": 2375, "target": 80}]),
+        ),
+    }
+)
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("bad-api") / "data")
@@ -362,13 +505,14 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster.close()
 
 
-def http(cluster: Cluster, token: str) -> TestClient:
+def http(cluster: Cluster, token: str, source: str = "10.0.0.4") -> TestClient:
+    """The API as a client at `source` sees it (a join must come from the joining node's own address)."""
     headers = {}
     if token == "bogus":
         headers["Authorization"] = "Bearer PSWTKN-1-c-" + "0" * 48
     elif token != "none":
         headers["Authorization"] = f"Bearer {cluster.token(token)}"
-    return TestClient(create_app(cluster.manager), headers=headers)
+    return TestClient(create_app(cluster.manager), headers=headers, client=(source, 50000))
 
 
 def test_the_corpus_is_big_enough() -> None:
@@ -380,7 +524,7 @@ def test_the_corpus_is_big_enough() -> None:
 def test_bad_input_gets_a_4xx_a_clear_message_and_changes_nothing(cluster: Cluster, case: Bad) -> None:
     before = snapshot(cluster)
     headers = {"Content-Type": case.type} if case.content is not None else {}
-    response = http(cluster, case.token).request(
+    response = http(cluster, case.token, case.source).request(
         case.method, case.path, json=case.json, params=case.params, content=case.content, headers=headers
     )
     assert response.status_code == case.status, response.text
@@ -400,6 +544,24 @@ def test_the_schema_has_every_route(cluster: Cluster) -> None:
     assert ("POST", "/swarm/join") in operations and ("GET", "/services/web/logs") in operations
 
 
+# The cluster CA's certificate is public: a joining node checks it against its token before it trusts the
+# manager (see test_the_ca_certificate_is_the_one_public_route).
+PUBLIC = {("GET", "/swarm/ca")}
+
+
+def test_the_ca_certificate_is_the_one_public_route(cluster: Cluster) -> None:
+    app = TestClient(create_app(cluster.manager))
+    answer = app.get("/swarm/ca")
+    assert answer.status_code == 200
+    pem = answer.text
+    assert pem.startswith("-----BEGIN CERTIFICATE-----") and "PRIVATE" not in pem
+    digest = hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+    assert cluster.manager.state.meta["ca_digest"] == digest
+    assert all(f"-{digest}-" in cluster.token(role) for role in ("worker", "manager", "client"))
+    public = {(m, p) for m, p in api_operations(cluster.manager)} & PUBLIC
+    assert public == PUBLIC
+
+
 @pytest.mark.parametrize(
     "authorization",
     [None, "", "Bearer", "Bearer ", "Bearer PSWTKN-1-c-nope", "Basic dXNlcjpwYXNz", "bearer\tx", "Bearer a b"],
@@ -409,6 +571,8 @@ def test_every_route_needs_a_valid_token(cluster: Cluster, authorization: str | 
     headers = {"Authorization": authorization} if authorization is not None else {}
     before = snapshot(cluster)
     for method, path in api_operations(cluster.manager):
+        if (method, path) in PUBLIC:
+            continue
         response = app.request(method, path, headers=headers, json={})
         assert response.status_code == 401, (method, path, response.text)
         assert response.json() == {"detail": "missing or invalid token"}
@@ -422,7 +586,7 @@ def test_every_route_needs_a_valid_token(cluster: Cluster, authorization: str | 
 def test_join_tokens_and_node_secrets_are_refused_on_every_other_route(cluster: Cluster, role: str) -> None:
     app = http(cluster, role)
     before = snapshot(cluster)
-    allowed = {("POST", "/swarm/join")} if role != "node" else {("POST", "/swarm/leave")}
+    allowed = PUBLIC | ({("POST", "/swarm/join")} if role != "node" else {("POST", "/swarm/leave")})
     for method, path in api_operations(cluster.manager):
         if (method, path) in allowed:
             continue
@@ -487,3 +651,50 @@ def test_a_refused_node_add_leaves_no_tls_key_on_disk(cluster: Cluster) -> None:
     assert "THE-SECRET-KEY-MATERIAL" not in response.text
     leftovers = [p for p in data_dir.rglob("*.pem") if "THE-SECRET-KEY-MATERIAL" in p.read_text()]
     assert not leftovers
+
+
+# --- security review, problem 6: a node's own SSH port; labels an earlier release let in -------------------
+
+
+def test_a_nodes_own_ssh_port_is_reserved(tmp_path: Path) -> None:
+    """A node whose sshd listens on 2222: publishing 2222 would take the port over on every node (the mesh),
+    and cut the manager off that node's engine."""
+    cluster = Cluster(tmp_path / "data")
+    try:
+        url = SPARE_URL + ":2222"
+        cluster.aliases[url] = cluster.spare
+        added = http(cluster, "client").post("/nodes", json={"engine_url": url})
+        assert added.status_code == 201, added.text
+        before = snapshot(cluster)
+        for mode in ("ingress", "host"):
+            response = http(cluster, "client").post("/services", json=port(published=2222, mode=mode))
+            assert response.status_code == 400, response.text
+            assert response.json()["detail"] == (
+                f"published port 2222 is reserved: node node-04's engine is reached through it ({url}); "
+                "choose another port"
+            )
+        assert snapshot(cluster) == before
+        assert http(cluster, "client").post("/services", json=port(published=2223)).status_code == 201
+    finally:
+        cluster.close()
+
+
+def test_labels_an_earlier_release_let_in_can_still_be_removed(tmp_path: Path) -> None:
+    """The previous release stored `zone=a` whole as a key (the API checked only `zone`), and `--label-rm`
+    refused to name it. It can be named for removal; it cannot be set again."""
+    cluster = Cluster(tmp_path / "data")
+    try:
+        manager = cluster.manager
+        with manager.state.lock:
+            node = manager.state.find_node("node-02")
+            node.labels.update({"zone=a": "b", "bad key": "c", "ok": "1"})
+            manager.store.write(nodes=[node])
+        client = http(cluster, "client")
+        response = client.post("/nodes/node-02/update", json={"label_rm": ["zone=a", "bad key"]})
+        assert response.status_code == 200, response.text
+        assert response.json()["labels"] == {"ok": "1"}
+        assert manager.store.load().nodes[node.id].labels == {"ok": "1"}
+        again = client.post("/nodes/node-02/update", json={"label_add": {"zone=a": "b"}})
+        assert again.status_code == 422 and "invalid label key 'zone=a'" in again.json()["detail"]
+    finally:
+        cluster.close()
