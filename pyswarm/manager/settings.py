@@ -32,9 +32,12 @@ class Settings:
 # this process; at 5,000 nodes the period is 5 s (swarm's own default) instead of 10,000 pings a second.
 MAX_PINGS_PER_SECOND = 1000
 MAX_RESYNCS_PER_SECOND = 100
-# A loaded dockerd (dozens of starts on 2 cores) can take over a second to answer a ping: a slow engine, not
-# a dead one. With 1 s, three slow answers in a row marked busy nodes Down in the SIGKILL trials.
-PING_TIMEOUT_MIN = 2.0
+# A loaded dockerd (dozens of starts on 2 cores) can take seconds to answer a ping, and over SSH a reconnect
+# starts a login shell on the node first: a slow engine, not a dead one. With 2 s, three slow answers in a row
+# still marked busy nodes Down in the SIGKILL trials on a slower machine; 5 s is swarm's own heartbeat, so a
+# busy engine is never declared Down sooner than swarm would. A host that is gone is found sooner all the
+# same: its TCP check fails while the ping waits (heartbeat.py).
+PING_TIMEOUT_MIN = 5.0
 PING_TIMEOUT_PERIODS = 1.5
 # A ping unanswered for a period gets its host checked with a TCP connect of at most this long.
 HOST_CHECK_TIMEOUT = 0.5

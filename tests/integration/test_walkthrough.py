@@ -33,7 +33,9 @@ def test_walkthrough(fresh: Swarm) -> None:
     swarm = fresh
     init = swarm.init()
     assert "Swarm initialized: current node" in init.stdout
-    assert re.search(r"pyswarm swarm join --token PSWTKN-1-w-\w+ 192\.168\.39\.1:2377", init.stdout)
+    assert re.search(
+        r"pyswarm swarm join --token PSWTKN-1-[0-9a-f]{64}-w-[0-9a-f]{48} 192\.168\.39\.1:2377", init.stdout
+    )
 
     listing = rows(swarm.cli("node", "ls").stdout)
     assert [r[1:5] for r in listing] == [["node-01", "Ready", "Active", "Leader"]]
