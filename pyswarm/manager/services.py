@@ -18,6 +18,7 @@ from pyswarm.model.parse import SpecError, check_port_conflicts
 
 
 @functools.lru_cache(maxsize=65536)  # read for every node at each check of a service with ports
+@functools.lru_cache(maxsize=16384)  # every create checks every node's URL: at thousands of nodes, parse once
 def engine_port(url: str) -> int | None:
     """The TCP port the manager reaches an engine URL's host on: ssh:// (default 22), or tcp://."""
     parsed = urlparse(url)
@@ -36,6 +37,7 @@ class ServiceCommands:
         self.work = work
         self.store = store
         self.listen_port = listen_port
+        self._node_ports_cache: tuple[tuple[int, int] | None, dict[int, str]] = (None, {})
 
     def create(self, spec: ServiceSpec) -> Service:
         with self.state.lock:
@@ -95,7 +97,7 @@ class ServiceCommands:
             raise Invalid(str(exc)) from None
         if spec.mode is ServiceMode.GLOBAL and spec.replicas not in (0, 1):
             raise Invalid("replicas can only be used with replicated mode")
-        reserved = self._reserved_ports() if spec.ports else {}
+        reserved = self._reserved_ports({p.published for p in spec.ports}) if spec.ports else {}
         for port in spec.ports:
             if port.published in reserved:
                 raise Invalid(
@@ -110,16 +112,28 @@ class ServiceCommands:
             if other.id != service_id:
                 self._check_against(spec, other)
 
-    def _reserved_ports(self) -> dict[int, str]:
-        """The ports no service may publish, and why (lock held): the fixed ones, the manager's listen port,
-        and each node's engine port (a node's SSH port may be other than 22; a tcp:// engine's its own)."""
+    def _reserved_ports(self, published: set[int]) -> dict[int, str]:
+        """Of these ports, those no service may publish, and why (lock held): the fixed ones, the manager's
+        listen port, and each node's engine port (a node's SSH port may be other than 22; a tcp:// engine's
+        its own)."""
         reserved = dict(RESERVED_PORTS)
-        for node in self.state.nodes.values():
-            port = engine_port(node.engine_url)
-            if port is not None and port not in reserved:
-                reserved[port] = f"node {node.hostname}'s engine is reached through it ({node.engine_url})"
+        for port in published & self._node_ports().keys():
+            reserved.setdefault(port, self._node_ports()[port])
         reserved[self.listen_port] = "the manager's API listens on it"
         return reserved
+
+    def _node_ports(self) -> dict[int, str]:
+        """Each node's engine port and why it is reserved, made again only after a node changed: a create
+        must not walk thousands of nodes (lock held)."""
+        key = (self.state.nodes_version, len(self.state.nodes))
+        if self._node_ports_cache[0] != key:
+            ports: dict[int, str] = {}
+            for node in self.state.nodes.values():
+                port = engine_port(node.engine_url)
+                if port is not None:
+                    ports.setdefault(port, f"node {node.hostname}'s engine is reached through it ({node.engine_url})")
+            self._node_ports_cache = (key, ports)
+        return self._node_ports_cache[1]
 
     @staticmethod
     def _check_against(spec: ServiceSpec, other: Service) -> None:

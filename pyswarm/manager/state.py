@@ -28,6 +28,7 @@ class ClusterState:
                 self.tasks_by_node.setdefault(task.node_id, set()).add(task.id)
         self._changes = threading.Condition(self.lock)
         self._change_counter = 0
+        self.nodes_version = 0  # bumped whenever a node appears, goes or changes (Transitions.node_changed)
 
     @property
     def cluster_id(self) -> str:

@@ -193,6 +193,7 @@ class Transitions:
     # --- nodes --------------------------------------------------------------------------------------------
 
     def node_changed(self, node_id: str) -> None:
+        self.state.nodes_version += 1
         self.work.node_changed(self.state.services, self.state.tasks_by_node.get(node_id, ()))
 
     def node_status(self, node: Node, status: NodeStatus, message: str) -> bool:
