@@ -105,7 +105,7 @@ class Api:
         if not host or not token:
             fail(
                 "this node is not a swarm manager and no manager is configured. Use `pyswarm swarm init` "
-                "or `pyswarm swarm join` with a manager token, or set --host/PYSWARM_HOST and PYSWARM_TOKEN."
+                "or `pyswarm swarm join` with a manager token, or set PYSWARM_HOST, PYSWARM_TOKEN and PYSWARM_CA."
             )
         self.host = normalise_host(host)
         ca = _read_ca(os.environ.get("PYSWARM_CA")) or config.get("ca")
