@@ -117,8 +117,9 @@ class ServiceCommands:
         listen port, and each node's engine port (a node's SSH port may be other than 22; a tcp:// engine's
         its own)."""
         reserved = dict(RESERVED_PORTS)
-        for port in published & self._node_ports().keys():
-            reserved.setdefault(port, self._node_ports()[port])
+        node_ports = self._node_ports()
+        for port in published & node_ports.keys():
+            reserved.setdefault(port, node_ports[port])
         reserved[self.listen_port] = "the manager's API listens on it"
         return reserved
 
