@@ -83,6 +83,16 @@ class NodeRole(enum.Enum):
 class ServiceMode(enum.Enum):
     REPLICATED = "replicated"
     GLOBAL = "global"
+    REPLICATED_JOB = "replicated-job"  # runs `replicas` completions, at most max_concurrent at once
+    GLOBAL_JOB = "global-job"  # runs once to completion on every eligible node
+
+    @property
+    def is_job(self) -> bool:
+        return self in (ServiceMode.REPLICATED_JOB, ServiceMode.GLOBAL_JOB)
+
+    @property
+    def is_global(self) -> bool:
+        return self in (ServiceMode.GLOBAL, ServiceMode.GLOBAL_JOB)
 
 
 class Protocol(enum.Enum):
@@ -142,6 +152,77 @@ class RestartPolicy:
     window: float = 0.0  # 0 means attempts are counted over the task's whole life
 
 
+class MountType(enum.Enum):
+    VOLUME = "volume"
+    BIND = "bind"
+    TMPFS = "tmpfs"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """`--mount type=volume,source=data,target=/data,readonly`: docker's mount, made on the task's node."""
+
+    type: MountType
+    target: str
+    source: str = ""  # a volume name (created on the node when missing) or a host path; empty for tmpfs
+    readonly: bool = False
+    volume_driver: str = ""
+    volume_labels: dict[str, str] = field(default_factory=dict)
+    volume_nocopy: bool = False
+    bind_propagation: str = ""
+    tmpfs_size: int = 0  # bytes; 0: the engine's default
+    tmpfs_mode: int = 0  # file mode bits; 0: the engine's default (1777)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Limits become the container's; reservations are scheduled against each node's capacity.
+    CPUs are in nano CPUs (1e9 = one CPU), memory in bytes, as the engine API counts them; 0 = none."""
+
+    limit_nano_cpus: int = 0
+    limit_memory: int = 0
+    limit_pids: int = 0
+    reserve_nano_cpus: int = 0
+    reserve_memory: int = 0
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """docker's HEALTHCHECK. test: () keeps the image's own check; ("NONE",) disables it (--no-healthcheck);
+    otherwise ("CMD-SHELL", "cmd") or ("CMD", arg, ...). Durations in seconds; 0 = the engine's default."""
+
+    test: tuple[str, ...] = ()
+    interval: float = 0.0
+    timeout: float = 0.0
+    retries: int = 0
+    start_period: float = 0.0
+
+    @property
+    def disabled(self) -> bool:
+        return self.test == ("NONE",)
+
+
+@dataclass(frozen=True)
+class Ulimit:
+    name: str
+    soft: int
+    hard: int
+
+
+@dataclass(frozen=True)
+class FileReference:
+    """A secret or config given to a service's tasks as a file: `source=NAME,target=PATH,uid,gid,mode`.
+    A secret's target is relative to /run/secrets/ (the name by default); a config's is an absolute path
+    (/NAME by default)."""
+
+    name: str  # the secret's or config's name, as the user gave it
+    target: str
+    id: str = ""  # the object's id, resolved by the manager when the service is created or updated
+    uid: str = "0"
+    gid: str = "0"
+    mode: int = 0o444
+
+
 @dataclass(frozen=True)
 class ServiceSpec:
     name: str
@@ -158,6 +239,29 @@ class ServiceSpec:
     restart_policy: RestartPolicy = field(default_factory=RestartPolicy)
     stop_grace_period: float = 10.0
     force_update: int = 0  # bumped by `service update --force` to replace every task
+    max_concurrent: int = 0  # replicated jobs: tasks run at once; 0 means `replicas`
+    # Container settings, with docker service create's flag names (see planners/containers.py).
+    entrypoint: tuple[str, ...] | None = None  # None: the image's; () clears it (--entrypoint "")
+    workdir: str = ""
+    user: str = ""
+    hostname: str = ""  # may hold swarm's templates: {{.Service.Name}}, {{.Task.Slot}}, {{.Node.Hostname}}
+    init: bool | None = None  # None: the engine's default
+    read_only: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    ulimits: tuple[Ulimit, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    log_driver: str = ""
+    log_opts: dict[str, str] = field(default_factory=dict)
+    stop_signal: str = ""
+    mounts: tuple[Mount, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    healthcheck: HealthCheck | None = None  # None: the image's own
+    secrets: tuple[FileReference, ...] = ()
+    configs: tuple[FileReference, ...] = ()
 
     def ingress_ports(self) -> tuple[PortConfig, ...]:
         return tuple(p for p in self.ports if p.mode is PublishMode.INGRESS)
