@@ -7,6 +7,7 @@ figures to a JSON file (default bench-results/<kind>-<time>.json; the path is pr
     python -m bench idle --lab                   # ... of the lab's running manager (node-01)
     python -m bench swarm                        # Docker swarm mode vs pyswarm on the lab (root)
     python -m bench mesh                         # ingress throughput: mesh vs direct (root)
+    python -m bench image-ship                   # pyswarm image push vs docker save | docker load by hand (root)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import idle, sim
+from bench import idle, image_ship, sim
 from bench.common import emit_result, run_child
 from bench.mesh import MeshArgs
 from bench.report import report, write_document
@@ -43,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_idle(sub)
     _add_swarm(sub)
     _add_mesh(sub)
+    _add_image_ship(sub)
     p_run = sub.add_parser("_run", help=argparse.SUPPRESS)  # one scenario in a fresh process (run_child)
     p_run.add_argument("kind")
     p_run.add_argument("args")
@@ -93,6 +95,26 @@ def _add_mesh(sub: Any) -> None:
     p_mesh = sub.add_parser("mesh", help="pyswarm's ingress throughput: through the mesh vs direct (root)")
     _add_mesh_options(p_mesh)
     _add_lab_run_options(p_mesh)
+
+
+def _add_image_ship(sub: Any) -> None:
+    defaults = image_ship.ShipArgs()
+    p_ship = sub.add_parser("image-ship", help="pyswarm image push vs docker save | docker load by hand, to each node")
+    p_ship.add_argument("--size-mb", type=int, default=defaults.size_mb, help="size of the generated image (128)")
+    p_ship.add_argument("--image", default="", help="ship this image of the source engine instead")
+    p_ship.add_argument("--source", default="", help="the engine to save from (default: a scratch dockerd, root)")
+    p_ship.add_argument(
+        "--nodes",
+        action="append",
+        default=[],
+        metavar="URL,URL,...",
+        help="the nodes' engine URLs over one transport (repeatable, one per transport; default: the lab's)",
+    )
+    p_ship.add_argument("--pyswarm-config", default="", help="client config of a running manager of these nodes")
+    p_ship.add_argument("--repeat", type=int, default=defaults.repeat, help="rounds of every variant (2)")
+    p_ship.add_argument("--quiet-wait", type=float, default=defaults.quiet_wait, help="wait for quiet, s (60)")
+    p_ship.add_argument("--keep-lab", action="store_true", help="leave a lab this run brought up running")
+    p_ship.add_argument("--json", type=Path, help="where to write the raw figures")
 
 
 def _add_mesh_options(parser: argparse.ArgumentParser) -> None:
@@ -263,6 +285,29 @@ def _swarm(options: argparse.Namespace, console: Console) -> int:
     return 1 if swarm_report.failed(document) else 0
 
 
+def _image_ship(options: argparse.Namespace, console: Console) -> int:
+    if options.repeat < 1 or options.size_mb < 1:
+        raise SystemExit("--repeat and --size-mb must be at least 1")
+    args = image_ship.ShipArgs(
+        size_mb=options.size_mb,
+        image=options.image,
+        source=options.source,
+        transports=image_ship.transport_sets(options.nodes),
+        pyswarm_config=options.pyswarm_config,
+        repeat=options.repeat,
+        quiet_wait=options.quiet_wait,
+        keep_lab=options.keep_lab,
+    )
+    try:
+        document = image_ship.run(args, console)
+    except image_ship.ShipError as exc:
+        raise SystemExit(f"image-ship: {exc}") from None
+    image_ship.render(document, console)
+    path = write_document(document, options.json, "image-ship")
+    console.print(f"raw figures: {path}")
+    return 1 if image_ship.failed(document) else 0
+
+
 def _run_child(kind: str, raw: str) -> int:
     """Internal: one scenario in this fresh process (see bench.common.run_child)."""
     data = json.loads(raw)
@@ -289,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         return _swarm(options, console)
     if options.command == "sim":
         return _sim(options, console)
+    if options.command == "image-ship":
+        return _image_ship(options, console)
     return _idle(options, console)
 
 

@@ -54,7 +54,8 @@ def figures(run: dict[str, Any]) -> list[Figure]:
 
 
 def run(args: IdleArgs, result: dict[str, Any] | None = None) -> dict[str, Any]:
-    from pyswarm.drivers.engine import Engine, MemoryEngine, TlsFiles
+    from pyswarm.drivers.engine import Engine, TlsFiles
+    from pyswarm.drivers.memory_engine import MemoryEngine
     from pyswarm.manager.manager import Manager
     from pyswarm.manager.settings import Settings
     from pyswarm.model import Availability, NodeStatus, ServiceSpec, TaskState

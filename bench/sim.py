@@ -29,7 +29,8 @@ from typing import Any
 
 from bench.common import Figure, Goal, peak_rss_mib
 from bench.cpu import load_average
-from pyswarm.drivers.engine import Engine, MemoryEngine, TlsFiles
+from pyswarm.drivers.engine import Engine, TlsFiles
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager.manager import Manager
 from pyswarm.manager.settings import Settings
 from pyswarm.manager.store import STATE_FILE

@@ -6,9 +6,11 @@ import click
 
 from pyswarm import __version__
 from pyswarm.cli.client import fail
+from pyswarm.cli.image_cmds import image
 from pyswarm.cli.info_cmd import info_cmd
 from pyswarm.cli.network_cmds import network
 from pyswarm.cli.node_cmds import node
+from pyswarm.cli.secret_cmds import config, secret
 from pyswarm.cli.service_cmds import service
 from pyswarm.cli.swarm_cmds import manager_cmd, swarm
 from pyswarm.manager.files import UnsafeDirectory
@@ -42,8 +44,9 @@ def cli() -> None:
     """Docker swarm mode, rebuilt in Python, on real Docker Engines."""
 
 
-for command in (swarm, node, service, info_cmd, network, manager_cmd):
+for command in (swarm, node, service, secret, config, info_cmd, network, manager_cmd):
     cli.add_command(command)
+cli.add_command(image)
 
 
 def main() -> None:

@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
+import time
+from dataclasses import replace
 from typing import Any
 
 import click
 
 from pyswarm.cli.client import Api, fail, print_json, ref_path
+from pyswarm.cli.container_flags import (
+    CREATE_OPTIONS,
+    SHARED_OPTIONS,
+    UPDATE_OPTIONS,
+    ContainerFlags,
+    updated_container_settings,
+)
 from pyswarm.cli.converge import converge
 from pyswarm.cli.render import console, print_tasks, short, table
-from pyswarm.cli.spec_update import UpdateFlags, port_dict, updated_spec, whole_number
+from pyswarm.cli.service_pretty import pretty_service
+from pyswarm.cli.spec_update import UpdateFlags, since_time, updated_spec, whole_number
 from pyswarm.cli.text import printable
-from pyswarm.model import parse
+from pyswarm.model import ServiceMode, ServiceSpec, parse, parse_container
+from pyswarm.model.codec import spec_to_dict
 
 
 def _path(ref: str) -> str:
@@ -33,7 +45,13 @@ def _ports_text(spec: dict[str, Any]) -> str:
 
 
 def _replicas_text(service: dict[str, Any]) -> str:
-    if service["spec"]["mode"] == "global":
+    mode = service["spec"]["mode"]
+    if mode in ("replicated-job", "global-job"):
+        # docker's: running/desired (completed/total completed); a global job's total is desired + completed.
+        completed = service.get("completed", 0)
+        total = service["spec"]["replicas"] if mode == "replicated-job" else service["desired"] + completed
+        return f"{service['running']}/{service['desired']} ({completed}/{total} completed)"
+    if mode == "global":
         return f"{service['running']}/{service['desired']}"
     text = f"{service['running']}/{service['spec']['replicas']}"
     if service["spec"]["max_replicas_per_node"]:
@@ -78,6 +96,27 @@ _create_options = [
 ]
 
 
+def _warn(answer: dict[str, Any]) -> None:
+    for warning in answer.get("warnings") or ():
+        click.echo(printable(warning), err=True)
+
+
+_no_resolve_image = click.option(
+    "--no-resolve-image",
+    is_flag=True,
+    help="Do not query the registry to resolve the image's digest.",
+)
+
+
+def _env_file_lines(path: str) -> list[str]:
+    try:
+        with open(path, encoding="utf-8") as file:
+            text = file.read(1 << 20)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise parse.SpecError(f"cannot read env file {path}: {exc}") from None
+    return parse_container.env_file(text, os.environ)
+
+
 def _with_options(options: list[Any]) -> Any:
     def decorate(func: Any) -> Any:
         for option in reversed(options):
@@ -94,68 +133,56 @@ def _int(text: str, what: str) -> int:
         fail(str(exc))
 
 
-@service.command("create", context_settings={"ignore_unknown_options": False})
+@service.command("create", context_settings={"allow_interspersed_args": False})  # docker: flags before IMAGE
 @click.option("--name", default=None, help="Service name.")
-@click.option("--mode", type=click.Choice(["replicated", "global"]), default="replicated", show_default=True)
-@_with_options(_create_options)
+@click.option(
+    "--mode",
+    type=click.Choice(["replicated", "global", "replicated-job", "global-job"]),
+    default="replicated",
+    show_default=True,
+)
+@_with_options(_create_options + SHARED_OPTIONS + CREATE_OPTIONS)
+@_no_resolve_image
 @click.option("--timeout", default="120s", show_default=True, help="How long to wait for convergence without -d.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def service_create(
     name: str | None,
     mode: str,
-    replicas: str | None,
-    env: tuple[str, ...],
-    labels: tuple[str, ...],
-    publish: tuple[str, ...],
-    constraints: tuple[str, ...],
-    placement_prefs: tuple[str, ...],
-    replicas_max_per_node: str | None,
-    restart_condition: str | None,
-    restart_delay: str | None,
-    restart_max_attempts: str | None,
-    restart_window: str | None,
-    stop_grace_period: str | None,
     detach: bool,
     quiet: bool,
     timeout: str,
     image: str,
     command: tuple[str, ...],
+    env_file: tuple[str, ...],
+    no_resolve_image: bool,
+    **flags: Any,
 ) -> None:
     """Create a new service."""
     if name is None:
         import secrets
 
         name = "svc-" + secrets.token_hex(4)
-    if mode == "global" and replicas is not None:
-        fail("replicas can only be used with replicated mode")
-    spec: dict[str, Any] = {
-        "name": _parsed(parse.service_name, name),
-        "image": _parsed(parse.image, image),
-        "mode": mode,
-        "replicas": _parsed(parse.replicas, replicas) if replicas is not None else 1,
-        "command": list(command),
-        "env": [_parsed(parse.env, e) for e in env],
-        "labels": dict(_parsed(parse.label, item) for item in labels),
-        "ports": [_parsed(port_dict, item) for item in publish],
-        "constraints": [str(_parsed(parse.constraint, c)) for c in constraints],
-        "placement_prefs": [_parsed(parse.placement_pref, pref) for pref in placement_prefs],
-        "max_replicas_per_node": _int(replicas_max_per_node, "--replicas-max-per-node") if replicas_max_per_node else 0,
-        "restart_policy": {
-            "condition": _parsed(parse.restart_condition, restart_condition).value if restart_condition else "any",
-            "delay": _parsed(parse.duration, restart_delay) if restart_delay else 5.0,
-            "max_attempts": _int(restart_max_attempts, "--restart-max-attempts") if restart_max_attempts else 0,
-            "window": _parsed(parse.duration, restart_window) if restart_window else 0.0,
-        },
-        "stop_grace_period": _parsed(parse.duration, stop_grace_period) if stop_grace_period else 10.0,
-    }
+    if ServiceMode(mode).is_global and flags["replicas"] is not None:
+        fail("replicas can only be used with replicated or replicated-job mode")
     try:
-        parse.check_port_conflicts(_parsed(parse.publish, item) for item in publish)
+        # create is update's merge applied to a new spec's defaults: a flag means the same in both.
+        base = ServiceSpec(name=parse.service_name(name), image=parse.image(image), mode=ServiceMode(mode))
+        spec = spec_to_dict(replace(base, command=command))
+        parse.check_port_conflicts(parse.publish(item) for item in flags["publish"])
+        container = ContainerFlags.take(flags)
+        if mode == "replicated-job" and flags["replicas"] is None and container.max_concurrent is not None:
+            flags["replicas"] = container.max_concurrent  # docker: completions default to --max-concurrent
+        lines = tuple(line for path in env_file for line in _env_file_lines(path))
+        spec = updated_container_settings(
+            updated_spec(spec, UpdateFlags(**flags)), replace(container, env_file_lines=lines)
+        )
     except parse.SpecError as exc:
         fail(str(exc))
     wait = _parsed(parse.duration, timeout)  # before anything is created
     api = Api()
-    created = api.post("/services", spec)
+    created = api.post("/services", spec, params={"resolve_image": not no_resolve_image})
+    _warn(created)
     click.echo(created["id"])
     if not detach:
         converge(api, created["id"], wait, quiet)
@@ -180,7 +207,7 @@ def service_ls(quiet: bool, fmt: str) -> None:
             [
                 short(s["id"]),
                 s["spec"]["name"],
-                s["spec"]["mode"],
+                s["spec"]["mode"].replace("-", " "),  # docker: "replicated job"
                 _replicas_text(s),
                 s["spec"]["image"],
                 _ports_text(s["spec"]),
@@ -241,43 +268,12 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
         print_json(items)
         return
     for item in items:
-        spec = item["spec"]
-        lines = [
-            f"ID:\t\t{item['id']}",
-            f"Name:\t\t{printable(spec['name'], one_line=True)}",
-            f"Version:\t{item['version']}",
-            f"Labels:\t\t{spec['labels']}",
-            "Service Mode:\t" + ("Global" if spec["mode"] == "global" else "Replicated"),
-        ]
-        if spec["mode"] == "replicated":
-            lines.append(f" Replicas:\t{spec['replicas']}")
-        lines += [
-            "Placement:",
-            f" Constraints:\t{spec['constraints']}",
-            f" Preferences:\t{spec['placement_prefs']}",
-            f" Max Replicas Per Node:\t{spec['max_replicas_per_node']}",
-            "RestartPolicy:",
-            f" Condition:\t{spec['restart_policy']['condition']}",
-            f" Delay:\t\t{spec['restart_policy']['delay']:g}s",
-            f" Max attempts:\t{spec['restart_policy']['max_attempts']}",
-            "ContainerSpec:",
-            f" Image:\t\t{printable(spec['image'], one_line=True)}",
-            f" Args:\t\t{printable(' '.join(spec['command']), one_line=True)}",
-            f" Env:\t\t{printable(' '.join(spec['env']), one_line=True)}",
-            f"StopGracePeriod:\t{spec['stop_grace_period']:g}s",
-            "Endpoint Mode:\tvip (iptables mesh)",
-            "Ports:",
-        ]
-        for port in spec["ports"]:
-            lines.append(
-                f" PublishedPort = {port['published']}\n  Protocol = {port['protocol']}\n"
-                f"  TargetPort = {port['target']}\n  PublishMode = {port['mode']}"
-            )
-        click.echo("\n".join(lines) + "\n")
+        click.echo(pretty_service(item))
 
 
 @service.command("update")
-@_with_options(_create_options)
+@_with_options(_create_options + SHARED_OPTIONS + UPDATE_OPTIONS)
+@_no_resolve_image
 @click.option("--image", default=None, help="Service image tag.")
 @click.option("--env-add", multiple=True, help="Add or update an environment variable.")
 @click.option("--env-rm", multiple=True, help="Remove an environment variable.")
@@ -290,16 +286,22 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
 @click.option("--force", is_flag=True, help="Force update even if no changes require it (replaces every task).")
 @click.option("--timeout", default="120s", show_default=True, help="How long to wait for convergence without -d.")
 @click.argument("ref")
-def service_update(detach: bool, quiet: bool, timeout: str, ref: str, **flags: Any) -> None:
+def service_update(detach: bool, quiet: bool, timeout: str, ref: str, no_resolve_image: bool, **flags: Any) -> None:
     """Update a service."""
     wait = _parsed(parse.duration, timeout)  # before anything is changed
     api = Api()
     current = api.get(f"/services/{_path(ref)}")
     try:
-        spec = updated_spec(current["spec"], UpdateFlags(**flags))
+        container = ContainerFlags.take(flags)
+        spec = updated_container_settings(updated_spec(current["spec"], UpdateFlags(**flags)), container)
     except parse.SpecError as exc:
         fail(str(exc))
-    api.post(f"/services/{_path(ref)}/update", {"version": current["version"], "spec": spec})
+    updated = api.post(
+        f"/services/{_path(ref)}/update",
+        {"version": current["version"], "spec": spec},
+        params={"resolve_image": not no_resolve_image},
+    )
+    _warn(updated)
     click.echo(spec["name"])
     if not detach:
         converge(api, current["id"], wait, quiet)
@@ -320,8 +322,8 @@ def service_scale(detach: bool, pairs: tuple[str, ...]) -> None:
     failed = False
     for name, count in wanted:
         current = api.get(f"/services/{_path(name)}")
-        if current["spec"]["mode"] != "replicated":
-            click.echo(f"{name}: scale can only be used with replicated mode", err=True)
+        if current["spec"]["mode"] not in ("replicated", "replicated-job"):
+            click.echo(f"{name}: scale can only be used with replicated or replicated-job mode", err=True)
             failed = True
             continue
         spec = dict(current["spec"], replicas=count)
@@ -345,11 +347,16 @@ def service_rm(refs: tuple[str, ...]) -> None:
 
 @service.command("logs")
 @click.option("-f", "--follow", is_flag=True, help="Follow log output.")
-@click.option("--tail", default="all", help="Number of lines to show from the end of the logs.")
+@click.option("-n", "--tail", default="all", help="Number of lines to show from the end of the logs.")
+@click.option("--since", default=None, help="Show logs since timestamp (2013-01-02T13:23:37Z) or relative (42m).")
+@click.option("-t", "--timestamps", is_flag=True, help="Show timestamps.")
+@click.option("--no-task-ids", is_flag=True, help="Do not include task IDs in output.")
 @click.argument("ref")
-def service_logs(follow: bool, tail: str, ref: str) -> None:
-    """Fetch the logs of a service's tasks."""
-    params: dict[str, Any] = {"follow": follow}
+def service_logs(follow: bool, tail: str, since: str | None, timestamps: bool, no_task_ids: bool, ref: str) -> None:
+    """Fetch the logs of a service's tasks, those that ended included (until they leave the task history)."""
+    params: dict[str, Any] = {"follow": follow, "timestamps": timestamps, "task_ids": not no_task_ids}
     if tail != "all":
         params["tail"] = _int(tail, "--tail")
+    if since is not None:
+        params["since"] = _parsed(lambda text: since_time(text, time.time()), since)
     Api().stream(f"/services/{_path(ref)}/logs", params)

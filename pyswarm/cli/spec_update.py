@@ -53,6 +53,28 @@ def whole_number(text: str, what: str) -> int:
     return int(text)
 
 
+def since_time(text: str, now: float) -> float:
+    """`--since`: a duration back from now (42m), a unix time, or an RFC 3339 time (2013-01-02T13:23:37Z)."""
+    import datetime
+
+    try:
+        value = float(text)  # a bare number is a unix time, as docker reads it
+    except ValueError:
+        try:
+            return now - parse.duration(text)
+        except parse.SpecError:
+            pass
+        try:
+            value = datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            raise parse.SpecError(
+                f"invalid --since {text[:40]!r}: a duration (42m), a unix time or a time like 2013-01-02T13:23:37Z"
+            ) from None
+    if not 0 <= value <= 2**40:
+        raise parse.SpecError(f"invalid --since {text[:40]!r}")
+    return value
+
+
 def port_dict(text: str) -> dict[str, Any]:
     """A --publish value as the API's port object."""
     port = parse.publish(text)
@@ -68,8 +90,8 @@ def updated_spec(spec: dict[str, Any], flags: UpdateFlags) -> dict[str, Any]:
     """`spec` with `flags` applied, as a new dict (`spec` is left as it is); raises `parse.SpecError`."""
     new = copy.deepcopy(spec)
     if flags.replicas is not None:
-        if new["mode"] == "global":
-            raise parse.SpecError("replicas can only be used with replicated mode")
+        if new["mode"] in ("global", "global-job"):
+            raise parse.SpecError("replicas can only be used with replicated or replicated-job mode")
         new["replicas"] = parse.replicas(flags.replicas)
     if flags.image:
         new["image"] = parse.image(flags.image)

@@ -4,16 +4,11 @@ and an in-memory double for unit tests and control-plane benchmarks."""
 from __future__ import annotations
 
 import contextlib
-import itertools
-import queue
 import re
 import socket
-import threading
-import time
 import urllib.parse
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import docker
@@ -21,27 +16,14 @@ import docker.errors
 import docker.tls
 import requests.exceptions
 
+from pyswarm.drivers.container_config import create_arguments
+from pyswarm.drivers.errors import EngineError, EngineHostUnreachable, EngineUnreachable, ImageNotFound
+from pyswarm.drivers.images import DockerImages, ImageEngine
 from pyswarm.model import LABEL_CLUSTER_ID, ContainerInfo, ContainerSpec, EngineInfo
 
 # The container events the manager acts on: the engines send no others (one stream per node, over SSH).
-WATCHED_EVENTS = ("die", "destroy", "oom")
-
-
-class EngineError(Exception):
-    """An engine refused or failed a request."""
-
-
-class EngineUnreachable(EngineError):
-    """The engine did not answer: the node is down or cut off."""
-
-
-class EngineHostUnreachable(EngineUnreachable):
-    """The engine's host accepts no TCP connection at all: off the network or powered off, not merely busy.
-    A kernel answers a connect whatever its processes' load, so this is a stronger sign than a slow reply."""
-
-
-class ImageNotFound(EngineError):
-    """The image is not present on the engine (and no registry can be reached)."""
+# The engine matches "health_status" with "health_status: healthy" and "health_status: unhealthy".
+WATCHED_EVENTS = ("die", "destroy", "oom", "health_status")
 
 
 @dataclass(frozen=True)
@@ -58,9 +40,10 @@ class ContainerEvent:
     labels: dict[str, str]
     exit_code: int | None
     time: float
+    health: str = ""  # health_status events: healthy or unhealthy
 
 
-class Engine(Protocol):
+class Engine(ImageEngine, Protocol):
     url: str
 
     def info(self) -> EngineInfo: ...
@@ -72,11 +55,17 @@ class Engine(Protocol):
     def containers(self, cluster_id: str) -> list[ContainerInfo]: ...
     def run(self, spec: ContainerSpec) -> ContainerInfo: ...
     def remove(self, container_id: str, stop_timeout: int = 10) -> None: ...
+    def stop(self, container_id: str, stop_timeout: int = 10) -> None:
+        """Stop the container and keep it (its logs stay readable)."""
+        ...
+
     def events(self, cluster_id: str, since: float | None) -> Iterator[ContainerEvent]:
         """The cluster's container events the manager acts on (WATCHED_EVENTS), from since on."""
         ...
 
-    def logs(self, container_id: str, tail: int | None, follow: bool) -> Iterator[bytes]: ...
+    def logs(
+        self, container_id: str, tail: int | None, follow: bool, since: float | None = None, timestamps: bool = False
+    ) -> Iterator[bytes]: ...
     def close(self) -> None: ...
 
 
@@ -109,7 +98,7 @@ def validate_engine_url(url: str, insecure_tcp: bool = False, tls: TlsFiles | No
     return url
 
 
-class DockerEngine:
+class DockerEngine(DockerImages):
     """A real Docker Engine through the docker SDK. Every method may raise EngineError."""
 
     def __init__(
@@ -179,21 +168,8 @@ class DockerEngine:
         return [_from_list_row(row) for row in rows]
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
-        port_keys = [f"{p.target}/{p.protocol.value}" for p in spec.ports]
-        bindings = {f"{p.target}/{p.protocol.value}": (None if p.host_port == 0 else p.host_port) for p in spec.ports}
-        host_config = self.api.create_host_config(port_bindings=bindings, restart_policy={"Name": "no"})
         try:
-            created = self.api.create_container(
-                image=spec.image,
-                command=list(spec.command) or None,
-                name=spec.name,
-                environment=list(spec.env),
-                labels=spec.labels,
-                ports=[(int(k.split("/")[0]), k.split("/")[1]) for k in port_keys],
-                host_config=host_config,
-                stop_timeout=spec.stop_timeout,
-                detach=True,
-            )
+            created = self.api.create_container(**create_arguments(self.api, spec))
             container_id = created["Id"]
         except docker.errors.ImageNotFound:
             raise ImageNotFound(f"No such image: {spec.image}") from None
@@ -218,6 +194,10 @@ class DockerEngine:
         except _NotFound:
             return None
 
+    def stop(self, container_id: str, stop_timeout: int = 10) -> None:
+        with contextlib.suppress(_NotFound):
+            self._call(self.api.stop, container_id, timeout=stop_timeout)
+
     def remove(self, container_id: str, stop_timeout: int = 10) -> None:
         with contextlib.suppress(_NotFound):
             self._call(self.api.stop, container_id, timeout=stop_timeout)
@@ -232,19 +212,29 @@ class DockerEngine:
                 actor = raw.get("Actor") or {}
                 attributes = dict(actor.get("Attributes") or {})
                 exit_code = attributes.pop("exitCode", None)
+                action, _, detail = str(raw.get("Action") or raw.get("status") or "").partition(":")
                 yield ContainerEvent(
-                    action=str(raw.get("Action") or raw.get("status") or "").split(":")[0],
+                    action=action,
                     container_id=actor.get("ID") or raw.get("id", ""),
                     labels=attributes,
                     exit_code=int(exit_code) if exit_code is not None else None,
                     time=float(raw.get("timeNano", 0)) / 1e9 or float(raw.get("time", 0)),
+                    health=detail.strip() if action == "health_status" else "",
                 )
         except (requests.exceptions.RequestException, OSError, docker.errors.DockerException) as exc:
             raise EngineUnreachable(f"{self.url}: event stream ended: {exc}") from None
 
-    def logs(self, container_id: str, tail: int | None, follow: bool) -> Iterator[bytes]:
+    def logs(
+        self, container_id: str, tail: int | None, follow: bool, since: float | None = None, timestamps: bool = False
+    ) -> Iterator[bytes]:
         stream = self._call(
-            self.api.logs, container_id, stream=True, follow=follow, tail="all" if tail is None else tail
+            self.api.logs,
+            container_id,
+            stream=True,
+            follow=follow,
+            tail="all" if tail is None else tail,
+            since=since,
+            timestamps=timestamps,
         )
         yield from stream
 
@@ -315,6 +305,8 @@ def _translate(exc: Exception, url: str) -> EngineError:
 
 
 _EXIT = re.compile(r"Exited \((-?\d+)\)")
+# `docker ps` status text: "Up 3 seconds (health: starting)", "Up 1 minute (healthy)", "(unhealthy)".
+_HEALTH = re.compile(r"\((health: starting|healthy|unhealthy)\)")
 
 
 def _from_list_row(row: dict[str, Any]) -> ContainerInfo:
@@ -326,6 +318,7 @@ def _from_list_row(row: dict[str, Any]) -> ContainerInfo:
     networks = ((row.get("NetworkSettings") or {}).get("Networks")) or {}
     addr = next((n.get("IPAddress", "") for n in networks.values() if n.get("IPAddress")), "")
     names = row.get("Names") or ["/"]
+    health = _HEALTH.search(row.get("Status") or "")
     return ContainerInfo(
         id=row["Id"],
         name=names[0].lstrip("/"),
@@ -334,6 +327,7 @@ def _from_list_row(row: dict[str, Any]) -> ContainerInfo:
         exit_code=int(exit_match.group(1)) if exit_match else 0,
         host_ports=ports,
         container_addr=addr,
+        health=health.group(1).removeprefix("health: ") if health else "",
     )
 
 
@@ -357,140 +351,5 @@ def _from_inspect(data: dict[str, Any]) -> ContainerInfo:
         host_ports=ports,
         started_at=state.get("StartedAt", ""),
         container_addr=addr,
+        health=str((state.get("Health") or {}).get("Status", "")),
     )
-
-
-# --- the in-memory double ---------------------------------------------------------------------------
-
-
-@dataclass
-class MemoryEngineState:
-    """What a MemoryEngine holds; shared so tests can look inside and inject faults."""
-
-    images: set[str] = field(default_factory=lambda: {"nginx:latest", "nginx"})
-    containers: dict[str, ContainerInfo] = field(default_factory=dict)
-    down: bool = False  # the engine does not answer
-    host_down: bool = False  # nor does its host accept TCP (check_host)
-    run_delay: float = 0.0
-    fail_runs: int = 0  # make the next N runs fail, as a flaky engine would
-
-
-class MemoryEngine:
-    """An engine that "starts" containers instantly, in memory. Same interface as DockerEngine.
-
-    Cheap enough per call that thousands of them can stand in for a large cluster in benchmarks: names are
-    indexed, and event subscribers get C-implemented queues."""
-
-    def __init__(self, url: str, hostname: str = "", engine_id: str = "", version: str = "memory") -> None:
-        self.url = url
-        self.hostname = hostname or urllib.parse.urlparse(url).hostname or "memory"
-        self.engine_id = engine_id or uuid.uuid4().hex
-        self.version = version
-        self.state = MemoryEngineState()
-        self._lock = threading.Lock()
-        self._subscribers: list[queue.SimpleQueue[ContainerEvent | None]] = []
-        self._by_name: dict[str, str] = {}  # container name -> id; checked against state.containers
-        self._ids = (f"{self.engine_id[:32]:0>32}{n:032x}" for n in itertools.count(1))  # 64 hex, like docker's
-        self._ports = itertools.cycle(range(32768, 61000))  # the engine's ephemeral host ports
-
-    def info(self) -> EngineInfo:
-        self._check_up()
-        return EngineInfo(id=self.engine_id, hostname=self.hostname, version=self.version, api_version="1.41")
-
-    def ping(self) -> None:
-        self._check_up()
-
-    def check_host(self, timeout: float) -> None:
-        if self.state.host_down:
-            raise EngineHostUnreachable(f"{self.url}: host unreachable (simulated)")
-
-    def containers(self, cluster_id: str) -> list[ContainerInfo]:
-        self._check_up()
-        with self._lock:
-            return [c for c in self.state.containers.values() if c.labels.get(LABEL_CLUSTER_ID) == cluster_id]
-
-    def run(self, spec: ContainerSpec) -> ContainerInfo:
-        self._check_up()
-        if self.state.run_delay:
-            time.sleep(self.state.run_delay)
-        image = spec.image if ":" in spec.image else spec.image + ":latest"
-        if image not in self.state.images and spec.image not in self.state.images:
-            raise ImageNotFound(f"No such image: {spec.image}")
-        with self._lock:
-            if self.state.fail_runs > 0:
-                self.state.fail_runs -= 1
-                raise EngineError(f"{self.url}: injected failure")
-            existing = self.state.containers.get(self._by_name.get(spec.name, ""))
-            if existing is not None and existing.name == spec.name:
-                return existing
-            container = ContainerInfo(
-                id=next(self._ids),
-                name=spec.name,
-                labels=dict(spec.labels),
-                status="running",
-                # (_value_: Enum's value is a property, a Python call per port)
-                host_ports={f"{p.target}/{p.protocol._value_}": p.host_port or next(self._ports) for p in spec.ports},
-                container_addr="172.31.0.2",
-            )
-            self.state.containers[container.id] = container
-            self._by_name[spec.name] = container.id
-        self._emit("start", container)
-        return container
-
-    def remove(self, container_id: str, stop_timeout: int = 10) -> None:
-        self._check_up()
-        with self._lock:
-            container = self.state.containers.pop(container_id, None)
-            if container is not None and self._by_name.get(container.name) == container_id:
-                del self._by_name[container.name]
-        if container is not None:
-            self._emit("die", container, exit_code=0)
-            self._emit("destroy", container)
-
-    def kill(self, container_id: str, exit_code: int = 137) -> None:
-        """Test helper: the container dies behind the manager's back."""
-        with self._lock:
-            container = self.state.containers[container_id]
-            self.state.containers[container_id] = replace(container, status="exited", exit_code=exit_code)
-        self._emit("die", container, exit_code=exit_code)
-
-    def events(self, cluster_id: str, since: float | None) -> Iterator[ContainerEvent]:
-        self._check_up()
-        inbox: queue.SimpleQueue[ContainerEvent | None] = queue.SimpleQueue()
-        with self._lock:
-            self._subscribers.append(inbox)
-        try:
-            while (event := inbox.get()) is not None:
-                if event.labels.get(LABEL_CLUSTER_ID) == cluster_id:
-                    yield event
-            raise EngineUnreachable(f"{self.url}: event stream ended")
-        finally:
-            with self._lock:
-                self._subscribers.remove(inbox)
-
-    def logs(self, container_id: str, tail: int | None, follow: bool) -> Iterator[bytes]:
-        self._check_up()
-        yield f"log line from {container_id[:12]}\n".encode()
-
-    def close(self) -> None:
-        """Clients share this one engine object, so closing a client leaves the engine as it is."""
-
-    def set_down(self, down: bool) -> None:
-        """Test helper: the node goes away (or comes back); open event streams end, as over a cut link."""
-        self.state.down = down
-        if down:
-            with self._lock:
-                for inbox in self._subscribers:
-                    inbox.put(None)
-
-    def _check_up(self) -> None:
-        if self.state.down:
-            raise EngineUnreachable(f"{self.url}: unreachable (simulated)")
-
-    def _emit(self, action: str, container: ContainerInfo, exit_code: int | None = None) -> None:
-        if action not in WATCHED_EVENTS:
-            return  # filtered, as DockerEngine.events asks the engine to
-        event = ContainerEvent(action, container.id, dict(container.labels), exit_code, time.time())
-        with self._lock:
-            for inbox in self._subscribers:
-                inbox.put(event)

@@ -1,12 +1,13 @@
-"""The lab's `nginx:latest` image, built from the host's own binaries: no registry needed.
+"""The lab's images, `nginx:latest` and `busybox:latest`, built from the host's own binaries: no registry needed.
 
 The rootfs holds Debian's /usr/sbin/nginx (nginx-light) with the libraries ldd lists, a
 minimal /etc, a static `udp-echo` (assets/udp-echo.c) and assets/nginx.conf, which answers
 every request with `served-by <hostname>` and an `X-Served-By` header.
 
-It is packed as a `docker save` archive with a fixed creation time, so `docker load` gives the
-same image ID on every node (as a registry pull would), and cached by content hash under the
-cache dir so a second `lab up` only loads it.
+busybox.py builds the other one (Debian's busybox-static, FROM scratch). Both are packed in one
+`docker save` archive with a fixed creation time, so `docker load` gives the same image IDs on every
+node (as a registry pull would), and cached by content hash under the cache dir so a second `lab up`
+only loads it.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pyswarm.lab import busybox
 from pyswarm.lab.config import LabError
 
 IMAGE_REF = "nginx:latest"
+LAB_IMAGES = (IMAGE_REF, busybox.BUSYBOX_REF)  # what every node loads at `lab up`
 NGINX = Path("/usr/sbin/nginx")
-BUILD_VERSION = "3"  # bump to invalidate cached archives when the layout below changes
+BUILD_VERSION = "4"  # bump to invalidate cached archives when the layout below changes
 # A fixed timestamp keeps the archive (and so the image ID) reproducible.
 EPOCH = 1_700_000_000
 CREATED = "2023-11-14T22:13:20Z"
@@ -91,8 +94,10 @@ def shared_libs(binary: Path) -> list[Path]:
     return libs
 
 
-def _cache_key(libs: list[Path]) -> str:
+def _cache_key(libs: list[Path], busybox_path: Path, applets: list[str]) -> str:
     h = hashlib.sha256(BUILD_VERSION.encode())
+    h.update(busybox.cache_inputs(busybox_path))
+    h.update("\n".join(applets).encode())
     h.update(asset("nginx.conf"))
     h.update(asset("udp-echo.c"))
     for p in [NGINX, *libs]:
@@ -181,35 +186,54 @@ def image_config(layer_digest: str) -> dict[str, Any]:
 
 
 def build_archive(layer: bytes) -> tuple[bytes, str]:
-    """A `docker save`-format archive of the image; returns (archive, image id)."""
-    layer_digest = hashlib.sha256(layer).hexdigest()
-    config = json.dumps(image_config(layer_digest), sort_keys=True, separators=(",", ":")).encode()
-    image_id = hashlib.sha256(config).hexdigest()
-    manifest = [{"Config": f"{image_id}.json", "RepoTags": [IMAGE_REF], "Layers": [f"{layer_digest}/layer.tar"]}]
+    """A `docker save`-format archive of the nginx image; returns (archive, image id)."""
+    archive, ids = pack_images([(IMAGE_REF, image_config, layer)])
+    return archive, ids[0]
+
+
+ConfigOf = Callable[[str], dict[str, Any]]  # an image's config, given its layer's digest
+
+
+def pack_images(images: list[tuple[str, ConfigOf, bytes]]) -> tuple[bytes, list[str]]:
+    """A `docker save`-format archive of single-layer images (reference, config, layer); (archive, image ids)."""
+    manifest, ids = [], []
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add_dir(tar, layer_digest, 0o755)
-        _add_bytes(tar, f"{layer_digest}/VERSION", b"1.0", 0o644)
-        _add_bytes(tar, f"{layer_digest}/layer.tar", layer, 0o644)
-        _add_bytes(tar, f"{image_id}.json", config, 0o644)
+        for ref, config_of, layer in images:
+            layer_digest = hashlib.sha256(layer).hexdigest()
+            config = json.dumps(config_of(layer_digest), sort_keys=True, separators=(",", ":")).encode()
+            image_id = hashlib.sha256(config).hexdigest()
+            _add_dir(tar, layer_digest, 0o755)
+            _add_bytes(tar, f"{layer_digest}/VERSION", b"1.0", 0o644)
+            _add_bytes(tar, f"{layer_digest}/layer.tar", layer, 0o644)
+            _add_bytes(tar, f"{image_id}.json", config, 0o644)
+            manifest.append({"Config": f"{image_id}.json", "RepoTags": [ref], "Layers": [f"{layer_digest}/layer.tar"]})
+            ids.append(f"sha256:{image_id}")
         _add_bytes(tar, "manifest.json", json.dumps(manifest).encode(), 0o644)
-    return buf.getvalue(), f"sha256:{image_id}"
+    return buf.getvalue(), ids
 
 
 def ensure_image_archive(cache_dir: Path, log: Callable[[str], None] = lambda s: None) -> Path:
-    """Path of the cached image archive, building it first if the inputs changed."""
+    """Path of the cached archive of the lab's images, building it first if the inputs changed."""
     if not NGINX.exists():
         raise LabError(f"{NGINX} not found: install Debian's nginx-light")
     libs = shared_libs(NGINX)
-    path = cache_dir / f"nginx-{_cache_key(libs)}.tar"
+    busybox_path = busybox.find_busybox()
+    applets = busybox.applets(busybox_path)
+    path = cache_dir / f"nginx-{_cache_key(libs, busybox_path, applets)}.tar"
     if path.exists():
         log(f"image: using cached {path.name}")
         return path
-    log("image: building nginx rootfs")
+    log("image: building the nginx and busybox rootfs")
     cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="pyswarm-lab-img-") as tmp:
         udp_echo = _compile_udp_echo(Path(tmp))
-        archive, _image_id = build_archive(build_layer(libs, udp_echo))
+        archive, _ids = pack_images(
+            [
+                (IMAGE_REF, image_config, build_layer(libs, udp_echo)),
+                (busybox.BUSYBOX_REF, busybox.image_config, busybox.build_layer(busybox_path.read_bytes(), applets)),
+            ]
+        )
     # Atomic: a concurrent or interrupted build never leaves a half-written archive in the cache.
     fd, tmpname = tempfile.mkstemp(dir=cache_dir, prefix=".nginx-", suffix=".tar")
     with os.fdopen(fd, "wb") as f:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from dataclasses import replace
 
 from pyswarm.drivers.engine import EngineError, EngineUnreachable, ImageNotFound
 from pyswarm.manager.executor import Executor
+from pyswarm.manager.images import ImageDistributor
 from pyswarm.manager.links import EngineConnector, NodeLink, NodeLinks
+from pyswarm.manager.secret_delivery import DeliveryFailed, SecretDelivery
 from pyswarm.manager.settings import DEFAULT_STOP_GRACE, SLOW_START, UNREACHABLE_RETRY_DELAY
 from pyswarm.manager.state import ClusterState
 from pyswarm.manager.transitions import Transitions
 from pyswarm.manager.worklist import StartOutcome, WorkList
-from pyswarm.model import ContainerSpec, Service, ServiceSpec, Task, TaskState
+from pyswarm.model import ContainerInfo, ContainerSpec, Service, ServiceSpec, Task, TaskState
 from pyswarm.planners.containers import container_spec, container_template
 
 log = logging.getLogger("pyswarm.manager")
@@ -39,6 +42,7 @@ class EngineJobs:
         connector: EngineConnector,
         executor: Executor,
         per_node_parallelism: int,
+        delivery: SecretDelivery,
     ) -> None:
         self.state = state
         self.work = work
@@ -50,6 +54,8 @@ class EngineJobs:
         # Per service: the spec and cluster ID its container template was made from, and the template. Workers
         # read and fill it without a lock (one dict operation each).
         self._templates: dict[str, tuple[ServiceSpec, str, ContainerSpec]] = {}
+        self.images: ImageDistributor | None = None  # set by the wiring: gets a missing image onto its node
+        self.delivery = delivery
 
     # --- handing out a pass's actions ---------------------------------------------------------------------
 
@@ -120,10 +126,15 @@ class EngineJobs:
         """One start, its outcome queued; False when the engine is unreachable (the rest waits for a retry)."""
         push = self.work.outcomes.append
         try:
-            spec = container_spec(service, task, self.state.cluster_id, self.template(service))
-            info = self.connector.engine(link).run(spec)
+            spec = container_spec(service, task, self.state.cluster_id, self.template(service), hostname)
+            node = self.state.nodes.get(link.node_id)
+            if node is not None and (service.spec.secrets or service.spec.configs):
+                spec = replace(spec, files=self.delivery.prepare(node, task, service))
+            info = self._run(link, task, service, spec, hostname)
+        except DeliveryFailed as exc:
+            push(StartOutcome(task, TaskState.REJECTED, str(exc), None, True))
         except ImageNotFound as exc:
-            push(StartOutcome(task, TaskState.REJECTED, f"{exc} (pull it on {hostname})", None, True))
+            push(StartOutcome(task, TaskState.REJECTED, str(exc), None, True))
         except EngineUnreachable as exc:
             # The node may be going down: back to assigned, the heartbeat decides, and we retry.
             self.connector.drop_engine(link)
@@ -142,6 +153,25 @@ class EngineJobs:
         else:
             push(StartOutcome(task, TaskState.RUNNING, "started", info, True))
         return True
+
+    def _run(self, link: NodeLink, task: Task, service: Service, spec: ContainerSpec, hostname: str) -> ContainerInfo:
+        """Run the task's container. An image the node lacks is got first (a pull, else from a node that has it:
+        images.py; the task shows PREPARING and how it goes meanwhile), then the run is tried once more.
+        ImageNotFound when no registry and no node has it."""
+        engine = self.connector.engine(link)
+        try:
+            return engine.run(spec)
+        except ImageNotFound as exc:
+            if self.images is None:
+                raise ImageNotFound(f"{exc} (pull it on {hostname})") from None
+
+        def progress(message: str) -> None:
+            self.work.outcomes.append(StartOutcome(task, TaskState.PREPARING, message, None, False))
+            self.work.notify()
+
+        run_ref = self.images.ensure(link.node_id, spec.image, self.images.registry_auth(service), progress)
+        self.work.outcomes.append(StartOutcome(task, TaskState.STARTING, "starting", None, False))
+        return engine.run(spec if run_ref == spec.image else replace(spec, image=run_ref))
 
     def _spread(self, link: NodeLink, node_id: str, queue: deque[Start]) -> deque[Start]:
         """A slow engine: keep one part of the rest, hand the others to more jobs on the node's queue."""
@@ -175,11 +205,29 @@ class EngineJobs:
         return int(service.spec.stop_grace_period) if service is not None else DEFAULT_STOP_GRACE
 
     def queue_removal(self, task: Task) -> None:
-        """An ended task's container is removed right away: nothing is left behind on the node (lock held)."""
+        """Remove a task's container: the task leaves the history (lock held). One that is gone already, or
+        whose node is not linked, is left to the node's resync, which removes containers of unknown tasks."""
         link = self.links.get(task.node_id)
         if link is not None and task.container_id and task.container_id not in self.work.removing:
             self.work.removing.add(task.container_id)
             self.executor.submit(link, self.remove_container, task.node_id, task.container_id, task.id)
+
+    def queue_stop(self, task: Task) -> None:
+        """Stop a failed task's container and keep it, for its logs (lock held)."""
+        link = self.links.get(task.node_id)
+        if link is not None and task.container_id:
+            self.executor.submit(link, self._stop_container, task.node_id, task.container_id, task.id)
+
+    def _stop_container(self, node_id: str, container_id: str, task_id: str) -> None:
+        link = self.links.get(node_id)
+        if link is None:
+            return
+        try:
+            self.connector.engine(link).stop(container_id, self.stop_grace(task_id))
+        except EngineUnreachable:
+            self.connector.drop_engine(link)
+        except EngineError as exc:
+            log.warning("stopping container %s on %s failed: %s", container_id[:12], node_id[:12], exc)
 
     def queue_container_removal(self, link: NodeLink, container_id: str, task_id: str) -> None:
         """Remove a container that no task of this node wants (lock held)."""
@@ -205,6 +253,7 @@ class EngineJobs:
                 self.work.removing.discard(container_id)
                 if task_id in self.state.tasks:
                     self.work.attention.add(task_id)  # a failed removal is retried by a later pass
+        self.delivery.remove(self.state.nodes.get(node_id), task_id)
         with self.state.lock:
             task = self.state.tasks.get(task_id)
             if task is not None and task.container_id == container_id and not task.state.terminal:

@@ -1,5 +1,6 @@
 """`service logs`: the interleaved output of a service's tasks that have containers, each line prefixed like
-docker's (`web.1.<task id>@node-02    | `), read from the engines by one thread per task.
+docker's (`web.1.<task id>@node-02    | `), read from the engines by one thread per task. Tasks that ended keep
+their stopped container until they leave the task history, so a crash's last words are here too.
 
 The lines go through a bounded buffer to the client, which takes them with `async for`: a client waiting for
 the next line holds no thread. A stream ends when every task's log ends, or when it is closed (the client went
@@ -17,6 +18,7 @@ import inspect
 import queue
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from pyswarm.drivers.engine import EngineError
@@ -35,6 +37,17 @@ _BATCH = 256  # lines sent to the client in one write, at most
 _PUT_WAIT = 0.2  # how often a reader blocked on a full buffer looks whether the stream was closed
 
 
+@dataclass(frozen=True)
+class LogOptions:
+    """`service logs`' flags: --tail (None: all), -f, --since (unix time), -t, and --no-task-ids (False)."""
+
+    tail: int | None = None
+    follow: bool = False
+    since: float | None = None
+    timestamps: bool = False
+    task_ids: bool = True
+
+
 class LogStreamsBusy(ManagerError):
     """As many log streams are open as the manager serves at once."""
 
@@ -50,7 +63,7 @@ class ServiceLogs:
         self._open = 0
         self._open_lock = threading.Lock()
 
-    def open(self, service: Service, tail: int | None, follow: bool) -> LogStream:
+    def open(self, service: Service, options: LogOptions) -> LogStream:
         """A stream of the service's logs; its readers start when it is first iterated. Close it when done (the
         iteration closes it when it ends or is cancelled). Raises LogStreamsBusy at `max_streams`."""
         with self._open_lock:
@@ -65,13 +78,14 @@ class ServiceLogs:
                 sources = [
                     (t, self.links.get(t.node_id), self.state.nodes.get(t.node_id))
                     for t in self.state.tasks_by_service.get(service.id, {}).values()
-                    if t.container_id and not t.state.terminal
+                    if t.container_id
                 ]
         except BaseException:
             self._closed()
             raise
         readers = [(task, link, node) for task, link, node in sources if link is not None and node is not None]
-        return LogStream(self.connector, service, readers, tail, follow, self._closed)
+        readers.sort(key=lambda item: (item[0].slot, item[0].node_id, item[0].created_at))
+        return LogStream(self.connector, service, readers, options, self._closed)
 
     def open_streams(self) -> int:
         return self._open
@@ -89,15 +103,13 @@ class LogStream:
         connector: EngineConnector,
         service: Service,
         readers: list[tuple[Task, NodeLink, Node]],
-        tail: int | None,
-        follow: bool,
+        options: LogOptions,
         on_close: Callable[[], None],
     ) -> None:
         self.connector = connector
         self.service = service
         self.readers = readers
-        self.tail = tail
-        self.follow = follow
+        self.options = options
         self._on_close = on_close
         self._lines: queue.Queue[bytes | None] = queue.Queue(maxsize=LOG_LINES_BUFFERED)
         self._stop = threading.Event()
@@ -185,10 +197,18 @@ class LogStream:
         return started
 
     def _read(self, task: Task, link: NodeLink, node: Node) -> None:
-        prefix = f"{task_name(self.service, task)}.{task.id[:12]}@{node.hostname}    | ".encode()
+        name = (
+            f"{task_name(self.service, task)}.{task.id[:12]}"
+            if self.options.task_ids
+            else task_name(self.service, task)
+        )
+        prefix = f"{name}@{node.hostname}    | ".encode()
         stream: Iterator[bytes] | None = None
+        opts = self.options
         try:
-            stream = self.connector.engine(link).logs(task.container_id, self.tail, self.follow)
+            stream = self.connector.engine(link).logs(
+                task.container_id, opts.tail, opts.follow, since=opts.since, timestamps=opts.timestamps
+            )
             with self._lock:
                 if self._closed:
                     return

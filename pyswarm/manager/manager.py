@@ -9,6 +9,7 @@ engine_jobs (per-node queues of engine calls), heartbeat, events, resync, writer
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 
 from pyswarm.manager.credentials import Credentials
 from pyswarm.manager.engine_jobs import EngineJobs
@@ -16,6 +17,7 @@ from pyswarm.manager.events import EngineEvents
 from pyswarm.manager.executor import Executor
 from pyswarm.manager.heartbeat import Heartbeat
 from pyswarm.manager.ids import tune_gc
+from pyswarm.manager.images import ImageDistributor
 from pyswarm.manager.links import EngineConnector, EngineFactory, NodeLink, NodeLinks, docker_engine_factory
 from pyswarm.manager.logs import ServiceLogs
 from pyswarm.manager.nodes import NodeCommands
@@ -23,6 +25,8 @@ from pyswarm.manager.orchestrator import Orchestrator
 from pyswarm.manager.queries import ClusterReader
 from pyswarm.manager.registration import Registration
 from pyswarm.manager.resync import Resync
+from pyswarm.manager.secret_delivery import SecretDelivery
+from pyswarm.manager.secrets import ConfigCommands, SecretCommands
 from pyswarm.manager.services import ServiceCommands
 from pyswarm.manager.settings import Settings
 from pyswarm.manager.state import ClusterState
@@ -30,7 +34,7 @@ from pyswarm.manager.store import SqliteStore, StateStore
 from pyswarm.manager.transitions import Transitions, resume_unfinished_starts
 from pyswarm.manager.worklist import MeshHook, WorkList
 from pyswarm.manager.writer import TaskWriter
-from pyswarm.model import TaskState
+from pyswarm.model import ServiceSpec, TaskState
 
 
 class Manager:
@@ -48,10 +52,20 @@ class Manager:
         self.links = NodeLinks(work.stopping)
         self.transitions = Transitions(state, work)
         self.executor = Executor(settings.engine_workers, settings.per_node_parallelism, work.stopping)
+        self.delivery = SecretDelivery(state)
         self.engine_jobs = EngineJobs(
-            state, work, self.transitions, self.links, self.connector, self.executor, settings.per_node_parallelism
+            state,
+            work,
+            self.transitions,
+            self.links,
+            self.connector,
+            self.executor,
+            settings.per_node_parallelism,
+            self.delivery,
         )
-        self.transitions.queue_removal = self.engine_jobs.queue_removal
+        self.transitions.queue_stop = self.engine_jobs.queue_stop
+        self.images = ImageDistributor(state, self.links, self.connector)
+        self.engine_jobs.images = self.images
         self.writer = TaskWriter(state, work, self.store)
         self.writer.start()
         self.orchestrator = Orchestrator(
@@ -74,7 +88,11 @@ class Manager:
         self.nodes = NodeCommands(
             state, work, self.store, self.transitions, self.links, self.connector, self.engine_jobs
         )
-        self.services = ServiceCommands(state, work, self.store, settings.listen_port)
+        self.secrets = SecretCommands(state, self.store)
+        self.configs = ConfigCommands(state, self.store)
+        self.services = ServiceCommands(
+            state, work, self.store, settings.listen_port, self._with_file_ids, self.images.resolve
+        )
         manager_addr = f"{settings.advertise_addr}:{settings.listen_port}"
         self.read = ClusterReader(state, manager_addr, self.heartbeat.period)
         self.logs = ServiceLogs(state, self.links, self.connector)
@@ -90,6 +108,10 @@ class Manager:
     def _came_online(self, link: NodeLink) -> None:
         self.events.watch(link)
         self.resync.submit(link)
+
+    def _with_file_ids(self, spec: ServiceSpec) -> ServiceSpec:
+        """The spec with its secret and config references checked and bound to their objects' ids."""
+        return replace(spec, secrets=self.secrets.resolve(spec.secrets), configs=self.configs.resolve(spec.configs))
 
     def start(self) -> None:
         tune_gc()
@@ -108,6 +130,7 @@ class Manager:
         self.work.mesh.stop()
         self.orchestrator.stop()
         self.writer.stop()  # what the passes wrote lands before the store closes
+        self.delivery.close()
 
     def close(self) -> None:
         self.stop()

@@ -151,10 +151,14 @@ class Orchestrator:
             work.service_wakes[service.id] = plan.wake_at
         if service.id in work.updating:
             digest = task_spec_digest(service.spec)
-            if all(t.spec_digest == digest for t in tasks.values()):
+            # A job is never rolled: its earlier iterations' tasks stay as history, whatever their spec.
+            if service.spec.mode.is_job or all(t.spec_digest == digest for t in tasks.values()):
                 work.updating.discard(service.id)
 
     def _forget_task(self, tasks: dict[str, Task], task_id: str, deleted: list[str]) -> None:
+        task = tasks.get(task_id)
+        if task is not None and task.container_id:
+            self.engine_jobs.queue_removal(task)  # an ended task's container, kept for its logs until now
         self.state.drop_task(tasks, task_id)
         work = self.work
         work.dirty_tasks.discard(task_id)

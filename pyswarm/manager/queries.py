@@ -13,6 +13,7 @@ from pyswarm.manager.state import ClusterState
 from pyswarm.model import Endpoint, Node, NodeRole, NodeStatus, Service, ServiceMode, Task, TaskState
 from pyswarm.planners.containers import endpoints, task_name
 from pyswarm.planners.ingress import IngressPort, ingress_ports_for
+from pyswarm.planners.jobs import job_status
 
 Endpoints = dict[tuple[int, str], tuple[Endpoint, ...]]
 
@@ -34,6 +35,7 @@ class ServiceView:
     running: int
     desired: int
     endpoints: Endpoints
+    completed: int = 0  # jobs: tasks of the current iteration that completed
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,9 @@ class ClusterReader:
     def _service_view(self, service: Service) -> ServiceView:
         state = self.state
         tasks = state.tasks_by_service.get(service.id, {}).values()
+        if service.spec.mode.is_job:
+            job = job_status(service, tasks, state.nodes)
+            return ServiceView(service, job.running, job.desired, endpoints(service, tasks, state.nodes), job.completed)
         running = sum(
             1
             for t in tasks

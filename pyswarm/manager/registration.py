@@ -127,6 +127,8 @@ class Registration:
             status=NodeStatus.UNKNOWN,
             engine_id=info.id,
             engine_version=info.version,
+            nano_cpus=info.ncpu * 10**9,
+            memory_bytes=info.memory,
             leader=True,
         )
         meta["local_node_id"] = node.id
@@ -272,6 +274,8 @@ class Registration:
             status=NodeStatus.READY,  # it just answered; the heartbeat takes over from here
             engine_id=info.id,
             engine_version=info.version,
+            nano_cpus=info.ncpu * 10**9,
+            memory_bytes=info.memory,
         )
         meta = self.credentials.new_node_secret(node.id)
         self.store.write(nodes=[node], meta=meta)

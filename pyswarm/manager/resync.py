@@ -85,7 +85,7 @@ class Resync:
                 and task.container_id not in seen
                 and not task.state.terminal
                 and task.id not in inflight
-                and task.state >= TaskState.RUNNING
+                and task.state >= TaskState.STARTING
             ):
                 self.transitions.container_vanished(task)
                 changed = True
@@ -101,6 +101,8 @@ class Resync:
         ):
             return False
         stray = task is None or task.node_id != link.node_id or (task.container_id not in ("", container.id))
+        if not stray and task is not None and task.state.terminal and container.status != "running":
+            return False  # an ended task's container, kept for its logs until the task leaves the history
         unwanted = task is not None and (task.desired_state is not TaskState.RUNNING or task.state.terminal)
         if stray or unwanted or container.status != "running":
             failed = False
@@ -110,7 +112,12 @@ class Resync:
             self.engine_jobs.queue_container_removal(link, container.id, task.id if task and not stray else "")
             return failed
         assert task is not None
-        if task.state is not TaskState.RUNNING or not task.container_id:
-            self.transitions.adopted(task, container)
-            return True
-        return False
+        health = container.health
+        settled = task.container_id == container.id and (
+            (task.state is TaskState.RUNNING and health != "unhealthy")
+            or (task.state is TaskState.STARTING and health == "starting")
+        )
+        if settled:
+            return False
+        self.transitions.adopted(task, container)  # or its health changed without an event reaching us
+        return True

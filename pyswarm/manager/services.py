@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from urllib.parse import urlparse
 
@@ -17,7 +18,6 @@ from pyswarm.model import PublishMode, Service, ServiceMode, ServiceSpec, TaskSt
 from pyswarm.model.parse import SpecError, check_port_conflicts
 
 
-@functools.lru_cache(maxsize=65536)  # read for every node at each check of a service with ports
 @functools.lru_cache(maxsize=16384)  # every create checks every node's URL: at thousands of nodes, parse once
 def engine_port(url: str) -> int | None:
     """The TCP port the manager reaches an engine URL's host on: ssh:// (default 22), or tcp://."""
@@ -32,17 +32,40 @@ def engine_port(url: str) -> int | None:
 
 
 class ServiceCommands:
-    def __init__(self, state: ClusterState, work: WorkList, store: StateStore, listen_port: int) -> None:
+    def __init__(
+        self,
+        state: ClusterState,
+        work: WorkList,
+        store: StateStore,
+        listen_port: int,
+        bind_files: Callable[[ServiceSpec], ServiceSpec] = lambda spec: spec,
+        resolve_image: Callable[[str], tuple[str, str | None]] = lambda image: (image, None),
+    ) -> None:
         self.state = state
         self.work = work
         self.store = store
         self.listen_port = listen_port
+        # Checks a spec's secret and config references and fills in their objects' ids (lock held).
+        self.bind_files = bind_files
+        # An image reference pinned to its digest, or kept with a warning (engine I/O: no lock held).
+        self.resolve_image = resolve_image
         self._node_ports_cache: tuple[tuple[int, int] | None, dict[int, str]] = (None, {})
+
+    def pinned(self, spec: ServiceSpec, ref: str | None = None) -> tuple[ServiceSpec, list[str]]:
+        """The spec with its image pinned to a digest, as swarm does on create and on an update that changes
+        the image (ref: the service updated); the warnings to show the user. Not under the lock: it asks
+        engines."""
+        if ref is not None:
+            with self.state.lock:
+                if self.state.find_service(ref).spec.image == spec.image:
+                    return spec, []
+        image, warning = self.resolve_image(spec.image)
+        return replace(spec, image=image), [warning] if warning else []
 
     def create(self, spec: ServiceSpec) -> Service:
         with self.state.lock:
             self._check(spec, None)
-            service = Service(id=new_id(), spec=spec)
+            service = Service(id=new_id(), spec=self.bind_files(spec))
             self.store.write(services=[service])  # durable before we answer
             self.state.services[service.id] = service
             self.state.tasks_by_service[service.id] = {}
@@ -63,7 +86,7 @@ class ServiceCommands:
             if spec.mode is not current.spec.mode:
                 raise Invalid("a service's mode cannot be changed")
             self._check(spec, current.id)
-            updated = replace(current, spec=spec, version=current.version + 1, updated_at=time.time())
+            updated = replace(current, spec=self.bind_files(spec), version=current.version + 1, updated_at=time.time())
             self.store.write(services=[updated])
             self.state.services[current.id] = updated
             self.work.dirty_services.add(current.id)
@@ -95,8 +118,12 @@ class ServiceCommands:
             check_port_conflicts(spec.ports)
         except SpecError as exc:
             raise Invalid(str(exc)) from None
-        if spec.mode is ServiceMode.GLOBAL and spec.replicas not in (0, 1):
-            raise Invalid("replicas can only be used with replicated mode")
+        if spec.mode.is_global and spec.replicas not in (0, 1):
+            raise Invalid("replicas can only be used with replicated or replicated-job mode")
+        if spec.max_concurrent and spec.mode is not ServiceMode.REPLICATED_JOB:
+            raise Invalid("max-concurrent can only be used with replicated-job mode")
+        if spec.max_replicas_per_node and spec.mode.is_global:
+            raise Invalid("replicas-max-per-node can only be used with replicated or replicated-job mode")
         reserved = self._reserved_ports({p.published for p in spec.ports}) if spec.ports else {}
         for port in spec.ports:
             if port.published in reserved:

@@ -102,3 +102,14 @@ EPHEMERAL_PORTS = range(32768, 61000)
 
 # --- logs (logs.py) -------------------------------------------------------------------------------------
 LOG_LINES_BUFFERED = 1000
+
+# --- images (images.py) ---------------------------------------------------------------------------------
+# After a registry failed to answer a node's pull, pulls from it are skipped this long: nodes get the image
+# from a node that has it at once. A pull that gives no answer for PULL_ANSWER_TIMEOUT s has no registry.
+PULL_ANSWER_TIMEOUT = 15.0
+NO_PULL_RETRY = 60.0
+RESOLVE_TIMEOUT = 5.0  # a tag's digest lookup at service create/update
+# Image streams fed to several nodes: pieces queued per node (shared bytes: the whole feed holds about this
+# many pieces), and how long a node may take no data before it is dropped, so it does not hold up the others.
+FEED_QUEUE_PIECES = 8
+FEED_STALL_TIMEOUT = 60.0

@@ -7,10 +7,14 @@ change counter wakes API clients that wait for changes (progress displays, --wat
 from __future__ import annotations
 
 import threading
+from typing import TypeVar
 
 from pyswarm.manager.errors import Conflict, NotFound
 from pyswarm.manager.store import Snapshot
 from pyswarm.model import Node, Service, Task
+from pyswarm.model.secret import Config, Secret
+
+_Object = TypeVar("_Object", Secret, Config)
 
 
 class ClusterState:
@@ -20,6 +24,8 @@ class ClusterState:
         self.nodes: dict[str, Node] = snapshot.nodes
         self.services: dict[str, Service] = snapshot.services
         self.tasks: dict[str, Task] = snapshot.tasks
+        self.secrets: dict[str, Secret] = snapshot.secrets
+        self.configs: dict[str, Config] = snapshot.configs
         self.tasks_by_service: dict[str, dict[str, Task]] = {sid: {} for sid in self.services}
         self.tasks_by_node: dict[str, set[str]] = {}
         for task in self.tasks.values():
@@ -77,6 +83,13 @@ class ClusterState:
                 raise Conflict(f"service {ref!r} is ambiguous ({len(matches)} matches)")
             raise NotFound(f"service {ref[:80]!r} not found")
 
+    def find_secret(self, ref: str) -> Secret:
+        """A secret by ID, name or unique ID prefix (docker's order and messages)."""
+        return _find_object(self, self.secrets, ref, "secret")
+
+    def find_config(self, ref: str) -> Config:
+        return _find_object(self, self.configs, ref, "config")
+
     def tasks_on_node(self, node_id: str) -> list[Task]:
         """The node's tasks (lock held)."""
         tasks = self.tasks
@@ -103,3 +116,17 @@ class ClusterState:
         if task is not None and task.node_id:
             self.tasks_by_node.get(task.node_id, set()).discard(task_id)
         return task
+
+
+def _find_object(state: ClusterState, objects: dict[str, _Object], ref: str, kind: str) -> _Object:
+    with state.lock:
+        if ref in objects:
+            return objects[ref]
+        matches = [o for o in objects.values() if o.name == ref] or [
+            o for o in objects.values() if ref and o.id.startswith(ref)
+        ]
+        if len(matches) > 1:
+            raise Conflict(f"{kind} {ref[:80]} is ambiguous ({len(matches)} matches found)")
+        if not matches:
+            raise NotFound(f"{kind} {ref[:80]} not found")
+        return matches[0]

@@ -20,6 +20,9 @@ log = logging.getLogger("pyswarm.manager")
 
 # A node's status message once it ran `swarm leave`; its tasks' message too.
 LEFT = "node left the swarm"
+# swarm's words for a task whose health check failed (its container is stopped, and kept for its logs).
+UNHEALTHY = "task: non-zero exit (137): dockerexec: unhealthy container"
+WAITING_FOR_HEALTH = "starting: waiting for the health check"
 
 
 def resume_unfinished_starts(tasks: Iterable[Task]) -> None:
@@ -39,8 +42,9 @@ class Transitions:
     def __init__(self, state: ClusterState, work: WorkList) -> None:
         self.state = state
         self.work = work
-        # Set by the wiring: queue the removal of an ended task's container (engine_jobs.py).
-        self.queue_removal: Callable[[Task], None] = lambda task: None
+        # Set by the wiring (engine_jobs.py): stop an unhealthy task's container, kept for its logs until the
+        # task leaves the history.
+        self.queue_stop: Callable[[Task], None] = lambda task: None
 
     # --- tasks ------------------------------------------------------------------------------------------
 
@@ -107,6 +111,8 @@ class Transitions:
             task.host_ports = dict(info.host_ports)
             task.container_addr = info.container_addr
             task.error = ""
+            if state is TaskState.RUNNING and info.health == "starting":
+                state, message = TaskState.STARTING, WAITING_FOR_HEALTH  # running once healthy
         if state in (TaskState.REJECTED, TaskState.FAILED):
             task.error = message
         if task.state is not TaskState.FAILED or state is TaskState.RUNNING:
@@ -123,6 +129,8 @@ class Transitions:
         early = work.early_events.pop(task.id, None) if work.early_events else None
         if early is not None and task.container_id == early.container_id and task.state is TaskState.RUNNING:
             self.container_ended(task, early)  # it died before its start was recorded
+        elif early is not None and task.container_id == early.container_id and task.state is TaskState.STARTING:
+            self._early_event(task, early)
         if (
             task.state is TaskState.RUNNING
             and task.desired_state is TaskState.RUNNING
@@ -144,12 +152,35 @@ class Transitions:
             # die before that. Kept for when the start's outcome is applied (_start_over). A die wins: it
             # carries the exit code, which the oom before it and the destroy after it lack.
             kept = work.early_events.get(task.id)
-            if kept is None or (event.action == "die" and kept.action != "die"):
+            if kept is None or kept.action == "health_status" or (event.action == "die" and kept.action != "die"):
                 work.early_events[task.id] = event
             return False
         if task.container_id != event.container_id or task.state.terminal:
             return False
+        if event.action == "health_status":
+            return self.container_health(task, event.health)
         self.container_ended(task, event)
+        return True
+
+    def _early_event(self, task: Task, event: ContainerEvent) -> None:
+        if event.action == "health_status":
+            self.container_health(task, event.health)
+        else:
+            self.container_ended(task, event)
+
+    def container_health(self, task: Task, health: str) -> bool:
+        """The container's health check passed or failed; True if the task changed. A task enters the mesh
+        (and counts as running) only once healthy; an unhealthy one fails, and its restart policy decides."""
+        if task.desired_state is not TaskState.RUNNING or task.state.terminal:
+            return False
+        if health == "healthy" and task.state is TaskState.STARTING:
+            self.set_state(task, TaskState.RUNNING, "started")
+        elif health == "unhealthy":
+            self.fail(task, UNHEALTHY)
+            self.queue_stop(task)
+        else:
+            return False
+        self.work.dirty_services.add(task.service_id)
         return True
 
     def container_ended(self, task: Task, event: ContainerEvent) -> None:
@@ -161,11 +192,12 @@ class Transitions:
                 self.fail(task, f"task: non-zero exit ({event.exit_code})")
             elif event.action == "die":
                 self.set_state(task, TaskState.COMPLETE, "finished")
-            self.queue_removal(task)
+            # The container is kept, stopped, for `service logs`, until the task leaves the history.
         self.work.dirty_services.add(task.service_id)
 
     def container_gone(self, task: Task) -> None:
         """The task's container was removed as asked (a removal, or a listing without it)."""
+        task.container_id = ""  # nothing left to remove when the task leaves the history
         self.set_state(task, TaskState.SHUTDOWN, task.message or "shutdown")
         self.work.dirty_services.add(task.service_id)
 
@@ -178,16 +210,26 @@ class Transitions:
         self.work.dirty_services.add(task.service_id)
 
     def container_exited(self, task: Task, exit_code: int) -> None:
-        """A resync found the task's container stopped."""
-        self.fail(task, f"task: non-zero exit ({exit_code})" if exit_code else "exited")
+        """A resync found the task's container stopped (its die event was missed)."""
+        if exit_code:
+            self.fail(task, f"task: non-zero exit ({exit_code})")
+        else:
+            self.set_state(task, TaskState.COMPLETE, "finished")  # a job's task must not run again
         self.work.dirty_services.add(task.service_id)
 
     def adopted(self, task: Task, container: ContainerInfo) -> None:
-        """A resync found the task's container running (after a manager restart): nothing is restarted."""
+        """A resync found the task's container running (after a manager restart, or with a health status the
+        events did not bring): nothing is restarted."""
         task.container_id = container.id
         task.host_ports = dict(container.host_ports) or task.host_ports
         task.container_addr = container.container_addr or task.container_addr
-        self.set_state(task, TaskState.RUNNING, "running (adopted)")
+        if container.health == "unhealthy":
+            self.fail(task, UNHEALTHY)
+            self.queue_stop(task)
+        elif container.health == "starting":
+            self.set_state(task, TaskState.STARTING, WAITING_FOR_HEALTH)
+        else:
+            self.set_state(task, TaskState.RUNNING, "running (adopted)")
         self.work.dirty_services.add(task.service_id)
 
     # --- nodes --------------------------------------------------------------------------------------------

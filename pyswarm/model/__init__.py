@@ -288,6 +288,9 @@ class Node:
     labels: dict[str, str] = field(default_factory=dict)
     engine_id: str = ""
     engine_version: str = ""
+    # What the engine reported when the node registered: reservations are scheduled against it.
+    nano_cpus: int = 0
+    memory_bytes: int = 0
     leader: bool = False
     status_message: str = ""
     # Ingress: None until the first sync; then whether the node's rules match the cluster's.
@@ -356,6 +359,7 @@ class ContainerInfo:
     host_ports: dict[str, int] = field(default_factory=dict)
     started_at: str = ""
     container_addr: str = ""
+    health: str = ""  # docker's: "" (no health check), starting, healthy, unhealthy
 
     @property
     def task_id(self) -> str:
@@ -372,6 +376,41 @@ class PortBinding:
 
 
 @dataclass(frozen=True)
+class ContainerOptions:
+    """A service's container settings as the engine applies them: the same for all of its tasks."""
+
+    entrypoint: tuple[str, ...] | None = None
+    workdir: str = ""
+    user: str = ""
+    init: bool | None = None
+    read_only: bool = False
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    sysctls: dict[str, str] = field(default_factory=dict)
+    ulimits: tuple[Ulimit, ...] = ()
+    dns: tuple[str, ...] = ()
+    dns_search: tuple[str, ...] = ()
+    dns_options: tuple[str, ...] = ()
+    log_driver: str = ""
+    log_opts: dict[str, str] = field(default_factory=dict)
+    stop_signal: str = ""
+    mounts: tuple[Mount, ...] = ()
+    resources: Resources = field(default_factory=Resources)
+    healthcheck: HealthCheck | None = None
+
+
+NO_OPTIONS = ContainerOptions()
+
+
+@dataclass(frozen=True)
+class FileMount:
+    """A file on the task's node (a secret's or config's, written there for the task), bound read-only."""
+
+    host_path: str
+    target: str
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything an engine needs to run one task's container."""
 
@@ -382,6 +421,9 @@ class ContainerSpec:
     labels: dict[str, str]
     ports: tuple[PortBinding, ...]
     stop_timeout: int = 10
+    options: ContainerOptions = NO_OPTIONS
+    hostname: str = ""
+    files: tuple[FileMount, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,17 @@ from pyswarm.model import (
     Availability,
     Constraint,
     ConstraintOp,
+    FileReference,
+    HealthCheck,
+    Mount,
+    MountType,
     Node,
     NodeRole,
     NodeStatus,
     PortConfig,
     Protocol,
     PublishMode,
+    Resources,
     RestartCondition,
     RestartPolicy,
     Service,
@@ -27,6 +32,7 @@ from pyswarm.model import (
     ServiceSpec,
     Task,
     TaskState,
+    Ulimit,
 )
 
 
@@ -57,7 +63,141 @@ def spec_to_dict(spec: ServiceSpec, *, stored: bool = False) -> dict[str, Any]:
         },
         "stop_grace_period": spec.stop_grace_period,
         "force_update": spec.force_update,
+        **container_settings_to_dict(spec),
     }
+
+
+def container_settings_to_dict(spec: ServiceSpec) -> dict[str, Any]:
+    """The spec's job and container settings, as the API and the store both show them."""
+    res = spec.resources
+    health = spec.healthcheck
+    return {
+        "max_concurrent": spec.max_concurrent,
+        "entrypoint": None if spec.entrypoint is None else list(spec.entrypoint),
+        "workdir": spec.workdir,
+        "user": spec.user,
+        "hostname": spec.hostname,
+        "init": spec.init,
+        "read_only": spec.read_only,
+        "cap_add": list(spec.cap_add),
+        "cap_drop": list(spec.cap_drop),
+        "sysctls": dict(spec.sysctls),
+        "ulimits": [{"name": u.name, "soft": u.soft, "hard": u.hard} for u in spec.ulimits],
+        "dns": list(spec.dns),
+        "dns_search": list(spec.dns_search),
+        "dns_options": list(spec.dns_options),
+        "log_driver": spec.log_driver,
+        "log_opts": dict(spec.log_opts),
+        "stop_signal": spec.stop_signal,
+        "mounts": [mount_to_dict(m) for m in spec.mounts],
+        "resources": {
+            "limit_nano_cpus": res.limit_nano_cpus,
+            "limit_memory": res.limit_memory,
+            "limit_pids": res.limit_pids,
+            "reserve_nano_cpus": res.reserve_nano_cpus,
+            "reserve_memory": res.reserve_memory,
+        },
+        "healthcheck": None
+        if health is None
+        else {
+            "test": list(health.test),
+            "interval": health.interval,
+            "timeout": health.timeout,
+            "retries": health.retries,
+            "start_period": health.start_period,
+        },
+        "secrets": [file_reference_to_dict(r) for r in spec.secrets],
+        "configs": [file_reference_to_dict(r) for r in spec.configs],
+    }
+
+
+def mount_to_dict(m: Mount) -> dict[str, Any]:
+    return {
+        "type": m.type.value,
+        "source": m.source,
+        "target": m.target,
+        "readonly": m.readonly,
+        "volume_driver": m.volume_driver,
+        "volume_labels": dict(m.volume_labels),
+        "volume_nocopy": m.volume_nocopy,
+        "bind_propagation": m.bind_propagation,
+        "tmpfs_size": m.tmpfs_size,
+        "tmpfs_mode": m.tmpfs_mode,
+    }
+
+
+def mount_from_dict(data: dict[str, Any]) -> Mount:
+    return Mount(
+        type=MountType(data.get("type", "volume")),
+        target=str(data["target"]),
+        source=str(data.get("source", "")),
+        readonly=bool(data.get("readonly", False)),
+        volume_driver=str(data.get("volume_driver", "")),
+        volume_labels=dict(data.get("volume_labels") or {}),
+        volume_nocopy=bool(data.get("volume_nocopy", False)),
+        bind_propagation=str(data.get("bind_propagation", "")),
+        tmpfs_size=int(data.get("tmpfs_size", 0)),
+        tmpfs_mode=int(data.get("tmpfs_mode", 0)),
+    )
+
+
+def file_reference_to_dict(ref: FileReference) -> dict[str, Any]:
+    return {"name": ref.name, "target": ref.target, "id": ref.id, "uid": ref.uid, "gid": ref.gid, "mode": ref.mode}
+
+
+def file_reference_from_dict(data: dict[str, Any]) -> FileReference:
+    return FileReference(
+        name=str(data["name"]),
+        target=str(data["target"]),
+        id=str(data.get("id", "")),
+        uid=str(data.get("uid", "0")),
+        gid=str(data.get("gid", "0")),
+        mode=int(data.get("mode", 0o444)),
+    )
+
+
+def container_settings_from_dict(data: dict[str, Any]) -> dict[str, Any]:
+    """ServiceSpec's keyword arguments for the job and container settings in `data` (absent: defaults)."""
+    res = data.get("resources") or {}
+    health = data.get("healthcheck")
+    entrypoint = data.get("entrypoint")
+    return {
+        "max_concurrent": int(data.get("max_concurrent", 0)),
+        "entrypoint": None if entrypoint is None else tuple(entrypoint),
+        "workdir": str(data.get("workdir", "")),
+        "user": str(data.get("user", "")),
+        "hostname": str(data.get("hostname", "")),
+        "init": data.get("init"),
+        "read_only": bool(data.get("read_only", False)),
+        "cap_add": tuple(data.get("cap_add") or ()),
+        "cap_drop": tuple(data.get("cap_drop") or ()),
+        "sysctls": dict(data.get("sysctls") or {}),
+        "ulimits": tuple(
+            Ulimit(str(u["name"]), int(u["soft"]), int(u.get("hard", u["soft"]))) for u in data.get("ulimits") or ()
+        ),
+        "dns": tuple(data.get("dns") or ()),
+        "dns_search": tuple(data.get("dns_search") or ()),
+        "dns_options": tuple(data.get("dns_options") or ()),
+        "log_driver": str(data.get("log_driver", "")),
+        "log_opts": dict(data.get("log_opts") or {}),
+        "stop_signal": str(data.get("stop_signal", "")),
+        "mounts": tuple(mount_from_dict(m) for m in data.get("mounts") or ()),
+        "resources": Resources(**{key: int(res.get(key, 0)) for key in _RESOURCE_KEYS}),
+        "healthcheck": None
+        if health is None
+        else HealthCheck(
+            test=tuple(health.get("test") or ()),
+            interval=float(health.get("interval", 0.0)),
+            timeout=float(health.get("timeout", 0.0)),
+            retries=int(health.get("retries", 0)),
+            start_period=float(health.get("start_period", 0.0)),
+        ),
+        "secrets": tuple(file_reference_from_dict(r) for r in data.get("secrets") or ()),
+        "configs": tuple(file_reference_from_dict(r) for r in data.get("configs") or ()),
+    }
+
+
+_RESOURCE_KEYS = ("limit_nano_cpus", "limit_memory", "limit_pids", "reserve_nano_cpus", "reserve_memory")
 
 
 def spec_from_dict(data: dict[str, Any]) -> ServiceSpec:
@@ -90,6 +230,7 @@ def spec_from_dict(data: dict[str, Any]) -> ServiceSpec:
         ),
         stop_grace_period=float(data.get("stop_grace_period", 10.0)),
         force_update=int(data.get("force_update", 0)),
+        **container_settings_from_dict(data),
     )
 
 
@@ -148,6 +289,8 @@ def node_to_dict(node: Node) -> dict[str, Any]:
         "labels": dict(node.labels),
         "engine_id": node.engine_id,
         "engine_version": node.engine_version,
+        "nano_cpus": node.nano_cpus,
+        "memory_bytes": node.memory_bytes,
         "leader": node.leader,
         "status_message": node.status_message,
         "ingress_synced": node.ingress_synced,
@@ -169,6 +312,8 @@ def node_from_dict(data: dict[str, Any]) -> Node:
         labels=dict(data.get("labels") or {}),
         engine_id=data.get("engine_id", ""),
         engine_version=data.get("engine_version", ""),
+        nano_cpus=int(data.get("nano_cpus", 0)),
+        memory_bytes=int(data.get("memory_bytes", 0)),
         leader=bool(data.get("leader", False)),
         status_message=data.get("status_message", ""),
         ingress_synced=data.get("ingress_synced"),

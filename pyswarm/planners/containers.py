@@ -11,6 +11,7 @@ from pyswarm.model import (
     LABEL_SERVICE_NAME,
     LABEL_SLOT,
     LABEL_TASK_ID,
+    ContainerOptions,
     ContainerSpec,
     Endpoint,
     Node,
@@ -20,6 +21,7 @@ from pyswarm.model import (
     Task,
     TaskState,
 )
+from pyswarm.model.parse_container import expand_hostname
 
 
 def task_name(service: Service, task: Task) -> str:
@@ -45,28 +47,63 @@ def container_template(service: Service, cluster_id: str) -> ContainerSpec:
         labels=labels,
         ports=ports,
         stop_timeout=max(0, int(spec.stop_grace_period)),
+        options=ContainerOptions(
+            entrypoint=spec.entrypoint,
+            workdir=spec.workdir,
+            user=spec.user,
+            init=spec.init,
+            read_only=spec.read_only,
+            cap_add=spec.cap_add,
+            cap_drop=spec.cap_drop,
+            sysctls=spec.sysctls,
+            ulimits=spec.ulimits,
+            dns=spec.dns,
+            dns_search=spec.dns_search,
+            dns_options=spec.dns_options,
+            log_driver=spec.log_driver,
+            log_opts=spec.log_opts,
+            stop_signal=spec.stop_signal,
+            mounts=spec.mounts,
+            resources=spec.resources,
+            healthcheck=spec.healthcheck,
+        ),
     )
 
 
 def container_spec(
-    service: Service, task: Task, cluster_id: str, template: ContainerSpec | None = None
+    service: Service, task: Task, cluster_id: str, template: ContainerSpec | None = None, node_hostname: str = ""
 ) -> ContainerSpec:
     """The task's container. `template` is container_template(service, cluster_id), when the caller keeps
-    it: a service's tasks share all of it but the name and three labels."""
+    it: a service's tasks share all of it but the name, three labels and the hostname."""
     if template is None:
         template = container_template(service, cluster_id)
     labels = template.labels.copy()
     labels[LABEL_TASK_ID] = task.id
     labels[LABEL_SLOT] = str(task.slot)
     labels[LABEL_NODE_ID] = task.node_id
+    name = task_name(service, task)
+    hostname = ""
+    if service.spec.hostname:
+        values = {
+            "Service.Name": service.spec.name,
+            "Service.ID": service.id,
+            "Task.Slot": str(task.slot),
+            "Task.ID": task.id,
+            "Task.Name": f"{name}.{task.id}",
+            "Node.Hostname": node_hostname,
+            "Node.ID": task.node_id,
+        }
+        hostname = expand_hostname(service.spec.hostname, values)
     return ContainerSpec(
-        f"{task_name(service, task)}.{task.id}",
+        f"{name}.{task.id}",
         template.image,
         template.command,
         template.env,
         labels,
         template.ports,
         template.stop_timeout,
+        template.options,
+        hostname,
     )
 
 

@@ -40,54 +40,51 @@ Modelled on swarmkit's replicated and global orchestrators, restart supervisor, 
   a scale-down and global nodes that left the cluster keep no history. With `max_attempts` set, a slot
   keeps at least max_attempts + 1 tasks (attempts first) so that the attempts stay countable.
 
+Jobs (replicated-job, global-job) run to completion instead: `plan_service` hands them to planners.jobs.
+
 The parts with no slot bookkeeping live in their own modules, re-exported here where they were public:
-restart_policy (restart_time, slot_history_limit), scale_down (scale_down_choice) and task_digest
-(task_spec_digest).
+plan (ReconcilePlan, the reasons, the node checks), restart_policy (restart_time, slot_history_limit),
+scale_down (scale_down_choice) and task_digest (task_spec_digest).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 
-from pyswarm.model import Availability, Node, NodeStatus, Service, ServiceMode, Task, TaskState
-from pyswarm.planners.constraints import node_matches
+from pyswarm.model import Node, Service, ServiceMode, Task, TaskState
+from pyswarm.planners.jobs import plan_job
+from pyswarm.planners.plan import (
+    REASON_CONSTRAINTS,
+    REASON_DUPLICATE,
+    REASON_NODE_DOWN,
+    REASON_NODE_DRAINED,
+    REASON_NODE_GONE,
+    REASON_SCALE_DOWN,
+    REASON_SUPERSEDED,
+    REASON_UPDATE,
+    NodeCheck,
+    ReconcilePlan,
+)
 from pyswarm.planners.restart_policy import SELF_ENDED, restart_time, slot_history_limit
 from pyswarm.planners.scale_down import scale_down_choice
 from pyswarm.planners.task_digest import task_spec_digest
 
-REASON_SCALE_DOWN = "scale down"
-REASON_DUPLICATE = "duplicate task for the slot"
-REASON_SUPERSEDED = "superseded by a newer task"
-REASON_UPDATE = "updating to the new spec"
-REASON_NODE_GONE = "node is gone"
-REASON_NODE_DOWN = "node is down"
-REASON_NODE_DRAINED = "node is drained"
-REASON_CONSTRAINTS = "constraints not satisfied"
-
-
-@dataclass
-class ReconcilePlan:
-    """What the manager must do, in this order:
-
-    1. `shutdown`: set each task's desired_state to SHUTDOWN (the reason is its message) and stop its
-       container if it has one. When the container stops, record the task's state as SHUTDOWN (not
-       COMPLETE/FAILED): only tasks that ended while wanted running count as restart attempts.
-    2. `create`: store the new tasks (state PENDING, desired RUNNING); replicated ones have no node yet
-       and go to the scheduler, global ones have their node preset (the scheduler validates it).
-    3. `delete`: forget these tasks; each is ended, unwanted and has no container left to clean up.
-    4. `wake_at`: plan this service again at that time (a delayed restart falls due), even if nothing
-       else happened.
-    """
-
-    create: list[Task] = field(default_factory=list)
-    shutdown: dict[str, str] = field(default_factory=dict)  # task id -> reason
-    delete: list[str] = field(default_factory=list)
-    wake_at: float | None = None
-
-    @property
-    def empty(self) -> bool:
-        return not (self.create or self.shutdown or self.delete)
+__all__ = [
+    "REASON_CONSTRAINTS",
+    "REASON_DUPLICATE",
+    "REASON_NODE_DOWN",
+    "REASON_NODE_DRAINED",
+    "REASON_NODE_GONE",
+    "REASON_SCALE_DOWN",
+    "REASON_SUPERSEDED",
+    "REASON_UPDATE",
+    "ReconcilePlan",
+    "plan_service",
+    "restart_time",
+    "scale_down_choice",
+    "slot_history_limit",
+    "task_spec_digest",
+]
 
 
 # --- planning ---------------------------------------------------------------------------------------
@@ -133,34 +130,11 @@ class _Planner:
         self.plan = ReconcilePlan()
         self.settled: dict[int | str, Task] = {}  # slot key -> its only task, running the current spec
         self.slots: dict[int | str, _Slot] = {}  # every other slot
-        self._node_problems: dict[str, str | None] = {}
+        check = NodeCheck(nodes, service.spec.constraints)
+        self.node_problem = check.problem
+        self.takes_new_task = check.takes_new_task
         # Set when this plan already replaces an outdated task: the update's next batch waits for it.
         self.update_in_flight = False
-
-    # --- nodes ----------------------------------------------------------------------------------
-
-    def node_problem(self, node_id: str) -> str | None:
-        """Why a task may not stay on `node_id`, or None. Paused and not-yet-ready nodes keep their tasks."""
-        try:
-            return self._node_problems[node_id]
-        except KeyError:
-            pass
-        node = self.nodes.get(node_id)
-        problem: str | None = None
-        if node is None:
-            problem = REASON_NODE_GONE
-        elif node.status is NodeStatus.DOWN:
-            problem = REASON_NODE_DOWN
-        elif node.availability is Availability.DRAIN:
-            problem = REASON_NODE_DRAINED
-        elif self.spec.constraints and not node_matches(self.spec.constraints, node):
-            problem = REASON_CONSTRAINTS
-        self._node_problems[node_id] = problem
-        return problem
-
-    def takes_new_task(self, node_id: str) -> bool:
-        node = self.nodes.get(node_id)
-        return node is not None and node.schedulable and self.node_problem(node_id) is None
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -295,15 +269,11 @@ class _Planner:
                 slot.status = _RETIRED
             elif restart_at > self.now:
                 slot.status = _WAITING
-                self.wake(restart_at)
+                self.plan.wake(restart_at)
             else:
                 slot.status = _RESTART
         if self.is_global and slot.status in (_REPLACE, _RESTART) and not self.takes_new_task(str(slot.key)):
             slot.status = _HELD  # paused or not ready: replaced when the node takes tasks again
-
-    def wake(self, at: float) -> None:
-        if self.plan.wake_at is None or at < self.plan.wake_at:
-            self.plan.wake_at = at
 
     def restart(self, slot: _Slot) -> None:
         ended = slot.ended
@@ -438,7 +408,11 @@ def plan_service(
     nodes: every node of the cluster by id. A task whose node is missing is treated as on a gone node.
     now: the current time; only compared with task timestamps (restart delays).
     new_task_id: makes the id of each created task.
+    Jobs (replicated-job, global-job) are planned by `planners.jobs.plan_job`; update_parallelism does not
+    apply to them.
     """
+    if service.spec.mode.is_job:
+        return plan_job(service, tasks, nodes, now, new_task_id, history_limit=history_limit)
     planner = _Planner(service, nodes, now, new_task_id)
     planner.group(tasks)
     if planner.is_global:

@@ -16,10 +16,14 @@ SELF_ENDED = frozenset({TaskState.COMPLETE, TaskState.FAILED, TaskState.REJECTED
 FAILURES = frozenset({TaskState.FAILED, TaskState.REJECTED})
 
 
-def restart_time(policy: RestartPolicy, ended: Task, history: Iterable[Task]) -> float | None:
+def restart_time(policy: RestartPolicy, ended: Task, history: Iterable[Task], *, job: bool = False) -> float | None:
     """When `policy` lets `ended` (a task that ended while wanted running) be replaced, or None if it never
-    does. history: the tasks of its slot, `ended` among them, for counting max_attempts."""
-    if policy.condition is RestartCondition.NONE:
+    does. history: the tasks of its slot, `ended` among them, for counting max_attempts.
+
+    job: the task belongs to a job (replicated-job, global-job). A job's task that completed is never run
+    again, whatever the condition: swarmkit's restart supervisor reads `any` as "anything but complete" for
+    jobs."""
+    if policy.condition is RestartCondition.NONE or (job and ended.state is TaskState.COMPLETE):
         return None
     if policy.condition is RestartCondition.ON_FAILURE and ended.state not in FAILURES:
         return None

@@ -5,7 +5,8 @@ I/O, uses no randomness and does not mutate its arguments. Ties are broken by no
 the same input always gives the same placement.
 
 Filters, in swarm's order: the node is schedulable (ready and active: paused, drained and down nodes get
-nothing new), the service's constraints hold, no host-mode published port of the service is already bound
+nothing new), it has the CPUs and memory the service reserves left (its engine's totals minus what its
+active tasks reserve), the service's constraints hold, no host-mode published port of the service is already bound
 on the node, and the node is below the service's `max_replicas_per_node`.
 
 Ranking among the nodes that pass: nodes where the service failed 5 or more times recently come last; then
@@ -32,7 +33,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from pyswarm.model import Constraint, Node, PublishMode, Service, ServiceSpec, Task, TaskState
+from pyswarm.model import Constraint, Node, PublishMode, Resources, Service, ServiceSpec, Task, TaskState
 from pyswarm.planners.constraints import node_matches
 
 # swarmkit: nodes where a service failed this many times in the recent window are tried last.
@@ -40,10 +41,11 @@ FAILURE_THRESHOLD = 5
 
 # Filter names, in swarm's order; also the order of the parts of an explanation with equal counts.
 _NOT_READY = "ready"
+_RESOURCES = "resources"
 _CONSTRAINTS = "constraints"
 _HOST_PORT = "host-port"
 _MAX_REPLICAS = "max-replicas"
-_FILTER_ORDER = (_NOT_READY, _CONSTRAINTS, _HOST_PORT, _MAX_REPLICAS)
+_FILTER_ORDER = (_NOT_READY, _RESOURCES, _CONSTRAINTS, _HOST_PORT, _MAX_REPLICAS)
 
 HostPort = tuple[int, str]  # (published port, protocol)
 
@@ -129,6 +131,10 @@ class _ClusterState:
         self._eligible: dict[frozenset[Constraint], list[int]] = {}
         self._fresh_heaps: dict[frozenset[Constraint], list[tuple[int, int]]] = {}
         self._trees: dict[tuple[frozenset[Constraint], tuple[str, ...]], _Tree] = {}
+        # CPUs and memory left per node, for services that reserve some (None while none does).
+        self.free: list[list[int]] | None = None
+        if any(_reserves(s.spec.resources) for s in services.values()):
+            self.free = self._free_resources(services, placed)
 
         self.penalised: dict[str, set[int]] = {}
         for (service_id, node_id), failures in recent_failures.items():
@@ -153,6 +159,27 @@ class _ClusterState:
             if ports_by_service and (bound := ports_by_service.get(task.service_id)):
                 self.used_ports.setdefault(idx, set()).update(bound)
 
+    def _free_resources(self, services: Mapping[str, Service], placed: Sequence[Task]) -> list[list[int]]:
+        """[free nano CPUs, free memory] per node: the engine's totals minus the reservations of the node's
+        tasks that are not ended (a task being stopped still holds what it reserved)."""
+        free = [[node.nano_cpus, node.memory_bytes] for node in self.nodes]
+        reserving = {sid: s.spec.resources for sid, s in services.items() if _reserves(s.spec.resources)}
+        for task in placed:
+            res = reserving.get(task.service_id)
+            idx = self.index.get(task.node_id)
+            if res is not None and idx is not None and not task.state.terminal:
+                free[idx][0] -= res.reserve_nano_cpus
+                free[idx][1] -= res.reserve_memory
+        return free
+
+    def fits(self, service: Service, idx: int) -> bool:
+        """Whether node `idx` has what a task of `service` reserves left."""
+        res = service.spec.resources
+        if self.free is None or not _reserves(res):
+            return True
+        cpus, memory = self.free[idx]
+        return res.reserve_nano_cpus <= cpus and res.reserve_memory <= memory
+
     # --- filters --------------------------------------------------------------------------------
 
     def ports_of(self, service: Service) -> frozenset[HostPort]:
@@ -176,7 +203,9 @@ class _ClusterState:
         return nodes
 
     def capacity_failure(self, service: Service, idx: int) -> str | None:
-        """The first of the per-service filters (host ports, max replicas) that `idx` fails, or None."""
+        """The first of the per-service filters (resources, host ports, max replicas) that `idx` fails, or None."""
+        if not self.fits(service, idx):
+            return _RESOURCES
         ports = self.ports_of(service)
         if ports and (used := self.used_ports.get(idx)) and not used.isdisjoint(ports):
             return _HOST_PORT
@@ -226,6 +255,9 @@ class _ClusterState:
         count = counts[idx] = counts.get(idx, 0) + 1
         if ports := self.ports_of(service):
             self.used_ports.setdefault(idx, set()).update(ports)
+        if self.free is not None and _reserves(res := service.spec.resources):
+            self.free[idx][0] -= res.reserve_nano_cpus
+            self.free[idx][1] -= res.reserve_memory
         return count
 
     def place_preset(self, task: Task, service: Service, result: ScheduleResult) -> None:
@@ -237,10 +269,12 @@ class _ClusterState:
         else:
             result.unplaceable[task.id] = self.explain(service, only=(idx,))
 
-    def can_take_more(self, service: Service, count: int) -> bool:
+    def can_take_more(self, service: Service, count: int, idx: int) -> bool:
         """After placing a task, may the same node take another task of `service`?"""
         if self.ports_of(service):
             return False  # the service's own host ports are now bound there
+        if not self.fits(service, idx):
+            return False
         limit = service.spec.max_replicas_per_node
         return not limit or count < limit
 
@@ -373,15 +407,17 @@ class _Picker:
                 continue
             if self.ports and (used := state.used_ports.get(idx)) and not used.isdisjoint(self.ports):
                 continue
+            if not state.fits(service, idx):
+                continue
             count = state.assign(task, service, idx, assignments)
-            if state.can_take_more(service, count):
+            if state.can_take_more(service, count, idx):
                 heapq.heappush(self.ranked, (0, count, total[idx], idx))
             return True
         if not self.ranked:
             return False
         penalty, _, _, idx = heapq.heappop(self.ranked)
         count = state.assign(task, service, idx, assignments)
-        if state.can_take_more(service, count):
+        if state.can_take_more(service, count, idx):
             heapq.heappush(self.ranked, (penalty, count, total[idx], idx))
         return True
 
@@ -429,8 +465,14 @@ def _describe(name: str, count: int) -> str:
     nodes = "1 node" if count == 1 else f"{count} nodes"
     if name == _NOT_READY:
         return f"{nodes} not available for new tasks"
+    if name == _RESOURCES:
+        return f"insufficient resources on {nodes}"
     if name == _CONSTRAINTS:
         return f"scheduling constraints not satisfied on {nodes}"
     if name == _HOST_PORT:
         return f"host-mode port already in use on {nodes}"
     return "max replicas per node limit exceed"
+
+
+def _reserves(res: Resources) -> bool:
+    return bool(res.reserve_nano_cpus or res.reserve_memory)

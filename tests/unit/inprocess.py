@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 import uvicorn
 
-from pyswarm.drivers.engine import Engine, EngineUnreachable, MemoryEngine
+from pyswarm.drivers.engine import Engine, EngineUnreachable
 from pyswarm.drivers.host import HostUnreachable
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager import registration
 from pyswarm.manager.api import create_app
 from pyswarm.manager.certificates import CA_CERT, cert_dir, ensure_manager_certificate

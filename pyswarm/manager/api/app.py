@@ -15,7 +15,8 @@ from pyswarm import __version__
 from pyswarm.manager.api.auth import Client
 from pyswarm.manager.api.errors import status_of, validation_message
 from pyswarm.manager.api.limits import Limits
-from pyswarm.manager.api.routes import ca, cluster, nodes, services, swarm
+from pyswarm.manager.api.routes import ca, cluster, configs, nodes, secrets, services, swarm
+from pyswarm.manager.api.routes import images as image_routes
 from pyswarm.manager.errors import ManagerError
 from pyswarm.manager.manager import Manager
 from pyswarm.model.parse import SpecError
@@ -40,8 +41,9 @@ def create_app(manager: Manager) -> FastAPI:
     def openapi(_: Client) -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    for module in (ca, cluster, swarm, nodes, services):
+    for module in (ca, cluster, swarm, nodes, services, secrets, configs):
         app.include_router(module.router)
+    app.include_router(image_routes.router)
     return app
 
 

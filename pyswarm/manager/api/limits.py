@@ -85,6 +85,12 @@ def server_limits(
 # --- the middleware --------------------------------------------------------------------------------------
 
 
+def uncapped(endpoint: Any) -> Any:
+    """Mark a route whose body is a stream of any size, read as it comes (`POST /images/load`): no MAX_BODY."""
+    endpoint.uncapped_body = True
+    return endpoint
+
+
 class Limits:
     """Admits a request's body before the app reads it: a route that takes a token must have been given a valid
     one (401), and a declared Content-Length must be within the cap (413); a streamed body is counted as it
@@ -109,8 +115,11 @@ class Limits:
         it reads the body on to the app's error handlers, which answer `{"detail": ...}`."""
         if self._needs_token(scope.get("route")) and not await _valid_token(Request(scope)):
             raise HTTPException(401, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"})
-        if declared is not None and declared > self.max_body:
+        if declared is not None and declared > self.max_body and not self.uncapped(scope.get("route")):
             raise HTTPException(413, _too_large(self.max_body))
+
+    def uncapped(self, route: object) -> bool:
+        return getattr(getattr(route, "endpoint", None), "uncapped_body", False) is True
 
     def _needs_token(self, route: object) -> bool:
         if route is None:
@@ -168,7 +177,7 @@ class _Exchange:
             self.received += len(message.get("body", b""))
             if not message.get("more_body", False):
                 self.body_done = True
-            if self.received > self.limits.max_body:
+            if self.received > self.limits.max_body and not self.limits.uncapped(self.scope.get("route")):
                 if self.started:  # a streaming response that listens for the disconnect: end it
                     return {"type": "http.disconnect"}
                 raise HTTPException(413, _too_large(self.limits.max_body))

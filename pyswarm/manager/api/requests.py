@@ -14,6 +14,8 @@ from pyswarm.drivers.engine import validate_engine_url
 from pyswarm.manager.registration import JoinClaim, TlsPem
 from pyswarm.model import RestartCondition, RestartPolicy, ServiceMode, ServiceSpec
 from pyswarm.model import parse as p
+from pyswarm.model.codec import container_settings_from_dict
+from pyswarm.model.parse_container import check_container_settings
 
 # A node's address as other nodes reach it: an IPv4/IPv6 address or a host name.
 ADDR_PATTERN = r"^[A-Za-z0-9.:\-]*$"
@@ -86,11 +88,98 @@ class RestartIn(BaseModel):
     window: float = Field(default=0.0, ge=0, le=86400 * 365)
 
 
-class SpecIn(BaseModel):
+Text = Annotated[str, Field(max_length=4096, json_schema_extra={"pattern": _NO_NUL})]
+Texts = Annotated[list[Text], Field(default_factory=list, max_length=256)]
+Options = Annotated[dict[str, Text], Field(default_factory=dict, max_length=256)]
+
+
+class MountIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    type: Literal["volume", "bind", "tmpfs"] = "volume"
+    source: Text = ""
+    target: Text
+    readonly: bool = False
+    volume_driver: str = Field(default="", max_length=64)
+    volume_labels: Labels
+    volume_nocopy: bool = False
+    bind_propagation: str = Field(default="", max_length=16)
+    tmpfs_size: int = Field(default=0, ge=0, le=2**62)
+    tmpfs_mode: int = Field(default=0, ge=0, le=0o7777)
+
+
+class ResourcesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    limit_nano_cpus: int = Field(default=0, ge=0, le=4096 * 10**9)
+    limit_memory: int = Field(default=0, ge=0, le=2**62)
+    limit_pids: int = Field(default=0, ge=0, le=2**31)
+    reserve_nano_cpus: int = Field(default=0, ge=0, le=4096 * 10**9)
+    reserve_memory: int = Field(default=0, ge=0, le=2**62)
+
+
+class HealthIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    test: Texts
+    interval: float = Field(default=0.0, ge=0, le=86400)
+    timeout: float = Field(default=0.0, ge=0, le=86400)
+    retries: int = Field(default=0, ge=0, le=10000)
+    start_period: float = Field(default=0.0, ge=0, le=86400)
+
+
+class UlimitIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(max_length=16)
+    soft: int = Field(ge=-1, le=2**62)
+    hard: int = Field(ge=-1, le=2**62)
+
+
+class FileReferenceIn(BaseModel):
+    """A secret or config given to the tasks as a file; `id` is filled in by the manager."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    name: str = Field(min_length=1, max_length=64)
+    target: Text = ""
+    id: str = Field(default="", max_length=64)
+    uid: str = Field(default="0", max_length=10, pattern=r"^[0-9]+$")
+    gid: str = Field(default="0", max_length=10, pattern=r"^[0-9]+$")
+    mode: int = Field(default=0o444, ge=0, le=0o777)
+
+
+class ContainerSettingsIn(BaseModel):
+    """A service's container settings, with docker service create's flag names (see ServiceSpec)."""
+
+    max_concurrent: int = Field(default=0, ge=0, le=10000, description="replicated jobs: tasks at once")
+    entrypoint: list[Text] | None = Field(default=None, max_length=256)
+    workdir: Text = ""
+    user: str = Field(default="", max_length=65)
+    hostname: str = Field(default="", max_length=256)
+    init: bool | None = None
+    read_only: bool = False
+    cap_add: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=64)
+    cap_drop: list[Annotated[str, Field(max_length=40)]] = Field(default_factory=list, max_length=64)
+    sysctls: Options
+    ulimits: list[UlimitIn] = Field(default_factory=list, max_length=32)
+    dns: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=8)
+    dns_search: list[Annotated[str, Field(max_length=253)]] = Field(default_factory=list, max_length=8)
+    dns_options: list[Annotated[str, Field(max_length=64)]] = Field(default_factory=list, max_length=16)
+    log_driver: str = Field(default="", max_length=64)
+    log_opts: Options
+    stop_signal: str = Field(default="", max_length=16)
+    mounts: list[MountIn] = Field(default_factory=list, max_length=100)
+    resources: ResourcesIn = Field(default_factory=ResourcesIn)
+    healthcheck: HealthIn | None = None
+    secrets: list[FileReferenceIn] = Field(default_factory=list, max_length=100)
+    configs: list[FileReferenceIn] = Field(default_factory=list, max_length=100)
+
+    def container_settings(self) -> dict[str, Any]:
+        """ServiceSpec's keyword arguments for these settings."""
+        return container_settings_from_dict(self.model_dump(include=set(ContainerSettingsIn.model_fields)))
+
+
+class SpecIn(ContainerSettingsIn):
     model_config = ConfigDict(extra="forbid", strict=True)
     name: str = Field(max_length=63, json_schema_extra={"pattern": _NAME})
     image: str = Field(max_length=255, json_schema_extra={"pattern": _IMAGE})
-    mode: Literal["replicated", "global"] = "replicated"
+    mode: Literal["replicated", "global", "replicated-job", "global-job"] = "replicated"
     replicas: int = Field(default=1, ge=0, le=10000, description="replicated mode only (global: 1)")
     command: list[Annotated[str, Field(max_length=4096, json_schema_extra={"pattern": _NO_NUL})]] = Field(
         default_factory=list, max_length=256
@@ -151,16 +240,18 @@ class SpecIn(BaseModel):
     @model_validator(mode="after")
     def _global_has_no_replicas(self) -> "SpecIn":
         # A global service runs one task per node; its stored spec says replicas 1 (what GET returns).
-        if self.mode == "global" and self.replicas not in (0, 1):
-            raise ValueError("replicas can only be used with replicated mode")
+        if ServiceMode(self.mode).is_global and self.replicas not in (0, 1):
+            raise ValueError("replicas can only be used with replicated or replicated-job mode")
         return self
 
     def to_spec(self) -> ServiceSpec:
-        return ServiceSpec(
+        """The spec, every field checked (SpecError otherwise)."""
+        mode = ServiceMode(self.mode)
+        spec = ServiceSpec(
             name=self.name,
             image=self.image,
-            mode=ServiceMode(self.mode),
-            replicas=1 if self.mode == "global" else self.replicas,
+            mode=mode,
+            replicas=1 if mode.is_global else self.replicas,
             command=tuple(self.command),
             env=tuple(self.env),
             labels=dict(self.labels),
@@ -179,7 +270,9 @@ class SpecIn(BaseModel):
             ),
             stop_grace_period=self.stop_grace_period,
             force_update=self.force_update,
+            **self.container_settings(),
         )
+        return check_container_settings(spec)
 
 
 class ServiceUpdateIn(BaseModel):

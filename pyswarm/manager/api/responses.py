@@ -23,6 +23,8 @@ class NodeOut(BaseModel):
     role: str
     leader: bool
     engine_version: str
+    nano_cpus: int
+    memory_bytes: int
     engine_url: str
     addr: str
     labels: dict[str, str]
@@ -91,11 +93,14 @@ class ServiceOut(BaseModel):
     spec: SpecOut
     running: int
     desired: int
+    completed: int = 0  # jobs: tasks of the current iteration that completed
     endpoints: dict[str, list[str]]
+    warnings: list[str] = Field(default_factory=list)  # for the user (an update's: an image left unpinned)
 
 
 class IdOut(BaseModel):
     id: str
+    warnings: list[str] = Field(default_factory=list)  # for the user (a create's: an image left unpinned)
 
 
 class JoinOut(BaseModel):
@@ -158,6 +163,8 @@ def node_out(node: Node) -> NodeOut:
         role=node.role.value,
         leader=node.leader,
         engine_version=node.engine_version,
+        nano_cpus=node.nano_cpus,
+        memory_bytes=node.memory_bytes,
         engine_url=node.engine_url,
         addr=node.addr,
         labels=node.labels,
@@ -204,5 +211,6 @@ def service_out(view: ServiceView) -> ServiceOut:
         spec=SpecOut.model_validate(spec_to_dict(service.spec)),
         running=view.running,
         desired=view.desired,
+        completed=view.completed,
         endpoints=endpoint_texts(view.endpoints),
     )

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pyswarm.model import Node, Service, Task
+from pyswarm.model.secret import Config, Secret
 
 
 class StoreError(Exception):
@@ -25,11 +26,14 @@ class Snapshot:
     nodes: dict[str, Node] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)
     tasks: dict[str, Task] = field(default_factory=dict)
+    secrets: dict[str, Secret] = field(default_factory=dict)
+    configs: dict[str, Config] = field(default_factory=dict)
 
 
 class StateStore(Protocol):
-    """Durable cluster state. Nodes, services and meta are written by commands, one transaction per call;
-    tasks by one background writer, which encodes them under the manager's lock and writes them outside it."""
+    """Durable cluster state. Nodes, services, secrets, configs and meta are written by commands, one
+    transaction per call (a secret's data encrypted at rest); tasks by one background writer, which encodes
+    them under the manager's lock and writes them outside it."""
 
     # How many encoded tasks one write_task_rows transaction holds at most (the writer takes a few at once).
     task_batch_size: int
@@ -47,6 +51,10 @@ class StateStore(Protocol):
         delete_services: Iterable[str] = (),
         delete_tasks: Iterable[str] = (),
         delete_meta: Iterable[str] = (),
+        secrets: Iterable[Secret] = (),
+        configs: Iterable[Config] = (),
+        delete_secrets: Iterable[str] = (),
+        delete_configs: Iterable[str] = (),
     ) -> None:
         """Write everything given at once: all of it lands, or none. Deletions go before writes."""
 

@@ -2,11 +2,14 @@
 
 Nodes and services are JSON documents made by pyswarm.model.codec. Tasks, by far the most numerous and the
 most often written (a reconcile pass may write 100k of them), are plain columns: binding a tuple costs a
-fraction of encoding a document, and the state file can be queried. The manager keeps the live copy in
-memory and writes through to here, so a restarted manager loads exactly what was accepted.
+fraction of encoding a document, and the state file can be queried. Secrets and configs are documents with
+their data beside them in a blob: a config's as it is, a secret's encrypted (store/cipher.py). The manager
+keeps the live copy in memory and writes through to here, so a restarted manager loads exactly what was
+accepted.
 
 Schema versions: 1 kept tasks as documents too; a version-1 file is migrated in place on open (one
-transaction). Any other version is refused.
+transaction). Any other version is refused. The secrets and configs tables came later, within version 2:
+they are created when a file lacks them (an older release ignores them).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 
 from pyswarm.manager.files import secure_dir
 from pyswarm.manager.store.base import Snapshot, StoreError
+from pyswarm.manager.store.cipher import SecretCipher
 from pyswarm.model import Node, Service, Task, TaskState
 from pyswarm.model.codec import (
     node_from_dict,
@@ -32,6 +36,7 @@ from pyswarm.model.codec import (
     service_to_dict,
     task_from_dict,
 )
+from pyswarm.model.secret import Config, Secret, config_from_dict, object_to_dict, secret_from_dict
 
 SCHEMA_VERSION = 2
 STATE_FILE = "state.db"
@@ -90,6 +95,10 @@ def _statement_sizes(count: int, most: int) -> Iterator[tuple[int, int]]:
 _STATES = {state.value: state for state in TaskState}
 
 TaskRow = tuple[str, str, int, str, str, str, str, str, str, str, int, str, str, float, float, float]
+# (table, rows of (id, name, doc, data), ids to delete): the secrets' or the configs' part of one write.
+_ObjectRow = tuple[str, str, str, bytes]
+_ObjectWrite = tuple[str, list[_ObjectRow], list[str]]
+_OBJECT_TABLES = ("secrets", "configs")
 
 
 def task_row(t: Task) -> TaskRow:
@@ -159,6 +168,7 @@ class SqliteStore:
         # lock and takes it again at once keeps it, so an API call could wait for a whole batch of parts.
         self._urgent = 0
         self._turn = threading.Condition(threading.Lock())
+        self._cipher = SecretCipher(data_dir)
         try:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -196,6 +206,11 @@ class SqliteStore:
                 "doc TEXT NOT NULL)"
             )
             self._db.execute(_CREATE_TASKS)
+            for table in _OBJECT_TABLES:  # added after version 2: created in files that lack them
+                self._db.execute(
+                    f"CREATE TABLE IF NOT EXISTS {table} (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, "
+                    "doc TEXT NOT NULL, data BLOB NOT NULL)"
+                )
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -233,6 +248,13 @@ class SqliteStore:
                 for row in self._db.execute(_SELECT_TASKS):
                     task = task_from_row(row)
                     snapshot.tasks[task.id] = task
+                for doc, blob in self._db.execute("SELECT doc, data FROM secrets"):
+                    fields = json.loads(doc)
+                    secret = secret_from_dict(fields, self._cipher.decrypt(blob, fields["id"]))
+                    snapshot.secrets[secret.id] = secret
+                for doc, blob in self._db.execute("SELECT doc, data FROM configs"):
+                    config = config_from_dict(json.loads(doc), bytes(blob))
+                    snapshot.configs[config.id] = config
             except (sqlite3.DatabaseError, ValueError, KeyError) as exc:
                 raise StoreError(f"state file {self.path} is corrupt ({exc}); restore it from a backup") from None
             return snapshot
@@ -248,17 +270,30 @@ class SqliteStore:
         delete_services: Iterable[str] = (),
         delete_tasks: Iterable[str] = (),
         delete_meta: Iterable[str] = (),
+        secrets: Iterable[Secret] = (),
+        configs: Iterable[Config] = (),
+        delete_secrets: Iterable[str] = (),
+        delete_configs: Iterable[str] = (),
     ) -> None:
         """Write everything given in one transaction: all of it lands, or none. Deletions go before writes."""
         node_rows = [(n.id, json.dumps(node_to_dict(n))) for n in nodes]
         service_rows = [(s.id, s.spec.name, json.dumps(service_to_dict(s))) for s in services]
         task_rows = [task_row(t) for t in tasks]
+        objects = [
+            (
+                "secrets",
+                [self._object_row(x, self._cipher.encrypt(x.data, x.id)) for x in secrets],
+                list(delete_secrets),
+            ),
+            ("configs", [self._object_row(x, x.data) for x in configs], list(delete_configs)),
+        ]
         with self._turn:
             self._urgent += 1
         try:
             self._write(
-                meta, node_rows, service_rows, task_rows, delete_nodes, delete_services, delete_tasks, delete_meta
-            )
+                meta, node_rows, service_rows, task_rows, delete_nodes, delete_services, delete_tasks, delete_meta,
+                objects,
+            )  # fmt: skip
         finally:
             with self._turn:
                 self._urgent -= 1
@@ -275,6 +310,7 @@ class SqliteStore:
         delete_services: Iterable[str],
         delete_tasks: Iterable[str],
         delete_meta: Iterable[str] = (),
+        objects: Iterable[_ObjectWrite] = (),
     ) -> None:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -293,10 +329,26 @@ class SqliteStore:
                     service_rows,
                 )
                 self._upsert_tasks(task_rows)
+                for table, rows, deleted in objects:
+                    self._write_objects(table, rows, deleted)
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @staticmethod
+    def _object_row(item: Secret | Config, data: bytes) -> _ObjectRow:
+        return (item.id, item.name, json.dumps(object_to_dict(item)), data)
+
+    def _write_objects(self, table: str, rows: list[_ObjectRow], deleted: list[str]) -> None:
+        assert table in _OBJECT_TABLES  # a constant: the statements below name it
+        self._db.executemany(f"DELETE FROM {table} WHERE id=?", [(i,) for i in deleted])  # noqa: S608
+        # An upsert on id: a clashing name fails (UNIQUE), it never replaces the other object.
+        self._db.executemany(
+            f"INSERT INTO {table} (id, name, doc, data) VALUES (?, ?, ?, ?) "  # noqa: S608
+            "ON CONFLICT(id) DO UPDATE SET name=excluded.name, doc=excluded.doc, data=excluded.data",
+            rows,
+        )
 
     # The rows of the task writer: encoded under the manager's lock (tasks change under it), written outside.
     encode_task = staticmethod(task_row)

@@ -51,6 +51,17 @@ DEFAULTS = {
         **MESH_DEFAULTS,
     },
     "mesh": MESH_DEFAULTS,
+    "image-ship": {
+        "size_mb": 128,
+        "image": "",
+        "source": "",
+        "nodes": [],
+        "pyswarm_config": "",
+        "repeat": 2,
+        "quiet_wait": 60.0,
+        "keep_lab": False,
+        "json": None,
+    },
 }
 
 
@@ -63,7 +74,7 @@ def _parse(*argv: str) -> dict[str, object]:
 def test_one_parser_has_every_command() -> None:
     parser = build_parser()
     (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
-    assert set(sub.choices) == {"sim", "idle", "swarm", "mesh", "_run"}
+    assert set(sub.choices) == {"sim", "idle", "swarm", "mesh", "image-ship", "_run"}
 
 
 @pytest.mark.parametrize("command", sorted(DEFAULTS))

@@ -8,6 +8,7 @@ cluster is left exactly as it was, and nothing is written to this machine's swar
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -80,7 +81,11 @@ CASES: dict[str, Bad] = {
     "replicas three": create("--replicas", "three", message="invalid replicas 'three'"),
     "replicas 10001": create("--replicas", "10001", message="invalid replicas 10001: must be from 0 to 10000"),
     "replicas with global mode": create(
-        "--mode", "global", "--replicas", "2", message="replicas can only be used with replicated mode"
+        "--mode",
+        "global",
+        "--replicas",
+        "2",
+        message="replicas can only be used with replicated or replicated-job mode",
     ),
     "mode sometimes": create("--mode", "sometimes", message="Invalid value for '--mode'", code=2),
     "constraint ~=": create("--constraint", "node.hostname~=x", message="invalid constraint 'node.hostname~=x'"),
@@ -140,7 +145,7 @@ CASES: dict[str, Bad] = {
     ),
     "update timeout 5parsecs": bad("service update --replicas 3 --timeout 5parsecs web", "invalid duration"),
     "update replicas of a global service": bad(
-        "service update -d --replicas 2 mon", "replicas can only be used with replicated mode"
+        "service update -d --replicas 2 mon", "replicas can only be used with replicated or replicated-job mode"
     ),
     "update an unknown service": bad("service update -d --replicas 2 nope", "service 'nope' not found"),
     "rename by update": bad("service update -d --name web2 web", "No such option '--name'", code=2),
@@ -148,7 +153,9 @@ CASES: dict[str, Bad] = {
     "scale to -1": bad("service scale web=-1", "invalid replicas '-1'"),
     "scale to three": bad("service scale web=three", "invalid replicas 'three'"),
     "scale an unknown service": bad("service scale -d nope=2", "service 'nope' not found"),
-    "scale a global service": bad("service scale -d mon=2", "mon: scale can only be used with replicated mode"),
+    "scale a global service": bad(
+        "service scale -d mon=2", "mon: scale can only be used with replicated or replicated-job mode"
+    ),
     "inspect an unknown service": bad("service inspect nope", "service 'nope' not found"),
     "rm an unknown service": bad("service rm nope", "service 'nope' not found"),
     "ps of an unknown service": bad("service ps nope", "service 'nope' not found"),
@@ -422,8 +429,14 @@ def test_secrets_never_show_in_output_errors_responses_or_logs(
         pyswarm("service", "create", "-d", "--name", "shop", "-p", "8000:80", "nginx")
         pyswarm("swarm", "join", "--advertise-engine", SPARE, "--token", cluster.token("worker"), addr)
         cluster.wait_converged()
+        # A secret and a config named `web`, for the routes' {ref}; the secret's data never shows either.
+        for kind, data in (("secrets", b"THE-SECRET-DATA"), ("configs", b"a config's data")):
+            body = {"name": "web", "data": base64.b64encode(data).decode()}
+            assert http.post(f"/{kind}", json=body).status_code == 201
         # Every view.
         for args in (
+            ("secret", "ls"),
+            ("secret", "inspect", "--pretty", "web"),
             ("node", "ls"),
             ("node", "ls", "--format", "json"),
             ("node", "inspect", "node-01", "node-02", "node-04"),
@@ -446,7 +459,7 @@ def test_secrets_never_show_in_output_errors_responses_or_logs(
         http.close()
     node_json = json.loads((machine / "state" / "node.json").read_text())
     assert node_json["node_secret"]  # handed out to the joined node, and only there
-    secrets = [*cluster.secrets(), old_worker, "THE-SECRET-KEY-MATERIAL"]
+    secrets = [*cluster.secrets(), old_worker, "THE-SECRET-KEY-MATERIAL", "THE-SECRET-DATA"]
     assert len(secrets) >= 8  # worker (old, new), manager, client, 4 node secrets, the TLS key
     logs = caplog.text
     assert '"POST /swarm/join HTTP/1.1" 200' in logs and "pyswarm.manager" in logs  # the logs were captured

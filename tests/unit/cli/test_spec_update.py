@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyswarm.cli.container_flags import ContainerFlags
 from pyswarm.cli.service_cmds import service_update
 from pyswarm.cli.spec_update import UpdateFlags, updated_spec, whole_number
 from pyswarm.model.parse import SpecError
@@ -280,11 +281,11 @@ def test_bad_values_raise_a_spec_error_that_names_them(flags: dict[str, Any], me
 def test_replicas_of_a_global_service_is_an_error() -> None:
     with pytest.raises(SpecError) as raised:
         update(spec(mode="global"), replicas="2")
-    assert str(raised.value) == "replicas can only be used with replicated mode"
+    assert str(raised.value) == "replicas can only be used with replicated or replicated-job mode"
 
 
 def test_the_global_mode_check_comes_before_the_replicas_value() -> None:
-    with pytest.raises(SpecError, match="replicas can only be used with replicated mode"):
+    with pytest.raises(SpecError, match="replicas can only be used with replicated or replicated-job mode"):
         update(spec(mode="global"), replicas="three")
 
 
@@ -363,9 +364,13 @@ def test_the_input_is_not_modified_and_shares_nothing_mutable_with_the_result() 
 
 
 def test_every_spec_flag_of_service_update_is_a_field_of_update_flags() -> None:
-    """The command builds UpdateFlags(**flags) from its parameters minus its own four."""
-    params = {param.name for param in service_update.params} - {"detach", "quiet", "timeout", "ref"}
-    assert params == {field.name for field in dataclasses.fields(UpdateFlags)}
+    """The command builds ContainerFlags and UpdateFlags from its parameters minus its own four: each
+    parameter lands in exactly one of them (the file-read --env-file lines are create's only)."""
+    params = {param.name for param in service_update.params} - {"detach", "quiet", "timeout", "ref", "no_resolve_image"}
+    container = {field.name for field in dataclasses.fields(ContainerFlags)} - {"env_file_lines"}
+    update = {field.name for field in dataclasses.fields(UpdateFlags)}
+    assert not container & update
+    assert params == container | update
 
 
 def test_update_flags_is_frozen() -> None:

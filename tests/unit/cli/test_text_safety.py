@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from pyswarm.cli import node_cmds, service_cmds
 from pyswarm.cli.main import cli
 from pyswarm.cli.text import cell, escaped, printable
-from pyswarm.drivers.engine import MemoryEngine
+from pyswarm.drivers.memory_engine import MemoryEngine
 from tests.unit.inprocess import ApiServer, Cluster
 
 MARKUP_HOST = "web[/b]"

@@ -13,14 +13,8 @@ from dataclasses import replace
 
 import pytest
 
-from pyswarm.drivers.engine import (
-    ContainerEvent,
-    EngineError,
-    EngineHostUnreachable,
-    EngineUnreachable,
-    ImageNotFound,
-    MemoryEngine,
-)
+from pyswarm.drivers.engine import ContainerEvent, EngineError, EngineHostUnreachable, EngineUnreachable, ImageNotFound
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.model import (
     LABEL_CLUSTER_ID,
     LABEL_TASK_ID,

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pyswarm.drivers.engine import Engine, MemoryEngine
+from pyswarm.drivers.engine import Engine
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager.api import create_app
 from pyswarm.manager.manager import Manager
 from pyswarm.manager.settings import Settings

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pyswarm.drivers.engine import Engine, EngineHostUnreachable, MemoryEngine
+from pyswarm.drivers.engine import Engine, EngineHostUnreachable
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager.manager import Manager
 from pyswarm.manager.settings import Settings
 from pyswarm.model import Availability, NodeStatus

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pyswarm.drivers.engine import DockerEngine, Engine, EngineUnreachable, MemoryEngine
+from pyswarm.drivers.engine import DockerEngine, Engine, EngineUnreachable
 from pyswarm.drivers.host import HostKeyMismatch, HostUnreachable
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager import ingress, registration
 from pyswarm.manager.api import create_app
 from pyswarm.manager.errors import Invalid

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pyswarm.drivers.engine import Engine, MemoryEngine
+from pyswarm.drivers.engine import Engine
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager.errors import Conflict, ManagerError, NotFound
 from pyswarm.manager.manager import Manager
 from pyswarm.manager.settings import Settings

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pyswarm.drivers.engine import Engine, MemoryEngine
+from pyswarm.drivers.engine import Engine
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager.manager import Manager
 from pyswarm.manager.settings import Settings
 from pyswarm.manager.store import SqliteStore

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from pyswarm.drivers.engine import Engine, EngineUnreachable, MemoryEngine, TlsFiles
+from pyswarm.drivers.engine import Engine, EngineUnreachable, TlsFiles
 from pyswarm.drivers.host import forget_host_key
+from pyswarm.drivers.memory_engine import MemoryEngine
 from pyswarm.manager import registration
 from pyswarm.manager.api import create_app
 from pyswarm.manager.errors import Conflict, Forbidden, ManagerError

@@ -11,7 +11,7 @@ from pyswarm.manager.api.errors import documented
 from pyswarm.manager.api.requests import ServiceUpdateIn, SpecIn
 from pyswarm.manager.api.responses import IdOut, ServiceOut, TaskOut, TextStream, service_out, task_out
 from pyswarm.manager.api.routes.nodes import Ref
-from pyswarm.manager.logs import LogStreamsBusy
+from pyswarm.manager.logs import LogOptions, LogStreamsBusy
 
 router = APIRouter()
 
@@ -21,9 +21,14 @@ def services(_: Client, read: Reader) -> list[ServiceOut]:
     return [service_out(view) for view in read.services()]
 
 
+# docker's --no-resolve-image: keep the image's tag instead of pinning it to a digest.
+ResolveImage = Annotated[bool, Query(description="pin the image's tag to its digest, as swarm does")]
+
+
 @router.post("/services", response_model=IdOut, status_code=201, responses=documented(400, 409))
-def service_create(body: SpecIn, _: Client, commands: Services) -> IdOut:
-    return IdOut(id=commands.create(body.to_spec()).id)
+def service_create(body: SpecIn, _: Client, commands: Services, resolve_image: ResolveImage = True) -> IdOut:
+    spec, warnings = commands.pinned(body.to_spec()) if resolve_image else (body.to_spec(), [])
+    return IdOut(id=commands.create(spec).id, warnings=warnings)
 
 
 @router.get("/services/{ref}", response_model=ServiceOut, responses=documented(404, 409))
@@ -32,9 +37,12 @@ def service_get(ref: Ref, _: Client, read: Reader) -> ServiceOut:
 
 
 @router.post("/services/{ref}/update", response_model=ServiceOut, responses=documented(400, 404, 409))
-def service_update(ref: Ref, body: ServiceUpdateIn, _: Client, commands: Services, read: Reader) -> ServiceOut:
-    updated = commands.update(ref, body.spec.to_spec(), body.version)
-    return service_out(read.service_view(updated))
+def service_update(
+    ref: Ref, body: ServiceUpdateIn, _: Client, commands: Services, read: Reader, resolve_image: ResolveImage = True
+) -> ServiceOut:
+    spec, warnings = commands.pinned(body.spec.to_spec(), ref) if resolve_image else (body.spec.to_spec(), [])
+    updated = commands.update(ref, spec, body.version)
+    return service_out(read.service_view(updated)).model_copy(update={"warnings": warnings})
 
 
 @router.delete("/services/{ref}", response_model=IdOut, responses=documented(404, 409))
@@ -66,11 +74,15 @@ def service_logs(
     logs: Logs,
     tail: Annotated[int | None, Query(ge=0, le=1_000_000)] = None,
     follow: bool = False,
+    since: Annotated[float | None, Query(ge=0, le=2**40, description="unix time: only lines from then on")] = None,
+    timestamps: bool = False,
+    task_ids: Annotated[bool, Query(description="false: prefix lines without task IDs (--no-task-ids)")] = True,
 ) -> StreamingResponse:
     # The stream is read on the event loop (no thread held while it waits for lines). It is closed when it ends,
     # or when the client goes away (the response then runs its background task), which stops its readers.
     try:
-        stream = logs.open(read.service(ref).service, tail, follow)
+        options = LogOptions(tail=tail, follow=follow, since=since, timestamps=timestamps, task_ids=task_ids)
+        stream = logs.open(read.service(ref).service, options)
     except LogStreamsBusy as exc:
         raise HTTPException(503, exc.message, headers={"Retry-After": "5"}) from None
     return TextStream(stream, background=BackgroundTask(stream.close))

@@ -134,9 +134,11 @@ CASES: dict[str, Bad] = {
     "replicas 'three'": create(spec(replicas="three"), 422, "replicas: Input should be a valid integer"),
     "replicas true": create(spec(replicas=True), 422, "replicas: Input should be a valid integer"),
     "replicas with global mode": create(
-        spec(mode="global", replicas=3), 422, "replicas can only be used with replicated mode"
+        spec(mode="global", replicas=3), 422, "replicas can only be used with replicated or replicated-job mode"
     ),
-    "mode 'sometimes'": create(spec(mode="sometimes"), 422, "mode: Input should be 'replicated' or 'global'"),
+    "mode 'sometimes'": create(
+        spec(mode="sometimes"), 422, "mode: Input should be 'replicated', 'global', 'replicated-job' or"
+    ),
     "max replicas per node -1": create(spec(max_replicas_per_node=-1), 422, "max_replicas_per_node: Input should"),
     # --- placement -------------------------------------------------------------------------------------
     "constraint ~=": create(spec(constraints=["node.hostname~=x"]), 422, "invalid constraint 'node.hostname~=x'"),

@@ -382,11 +382,11 @@ class QuietStream:
         self.closed.set()
 
 
-def quiet_logs(container_id: str, tail: int | None, follow: bool) -> Iterator[bytes]:
+def quiet_logs(container_id: str, tail: int | None, follow: bool, **_: Any) -> Iterator[bytes]:
     return QuietStream()  # the SDK's stream itself, which can be closed from another thread
 
 
-def chatty_logs(container_id: str, tail: int | None, follow: bool) -> Iterator[bytes]:
+def chatty_logs(container_id: str, tail: int | None, follow: bool, **_: Any) -> Iterator[bytes]:
     while True:
         yield b"a line\n"
         time.sleep(0.02)
@@ -467,7 +467,7 @@ def test_a_quiet_generator_stream_holds_its_place_until_its_next_line(cluster: C
     reader ends at the container's next line after the client left, and the stream keeps its place till then."""
     more = threading.Event()
 
-    def generator_logs(container_id: str, tail: int | None, follow: bool) -> Iterator[bytes]:
+    def generator_logs(container_id: str, tail: int | None, follow: bool, **_: Any) -> Iterator[bytes]:
         yield b"hello\n"
         more.wait()
         while True:
