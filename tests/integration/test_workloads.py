@@ -167,3 +167,34 @@ def test_a_job_of_3_ends_with_3_complete(swarm: Swarm) -> None:
     assert states == ["complete"] * 3, states
     listing = swarm.cli("service", "ls").stdout
     assert "replicated job" in listing and "0/2 (3/3 completed)" in listing, listing
+
+
+def test_an_image_on_node_01_only_runs_on_all_three_nodes(swarm: Swarm) -> None:
+    docker(swarm, "node-01", "run", "--name", "maker", BUSYBOX, "sh", "-c", "echo made-on-node-01 > /marker")
+    docker(swarm, "node-01", "commit", "maker", "only:1")
+    docker(swarm, "node-01", "rm", "maker")
+    try:
+        created = swarm.cli("service", "create", "--name", "everywhere", "--mode", "global", "only:1",
+                            "sh", "-c", "cat /marker; sleep 1d")  # fmt: skip
+        # No registry: the tag stays, with docker's warning, and the nodes get the image from node-01.
+        assert "could not be accessed on a registry to record" in created.stderr
+        assert sorted(t["node"] for t in swarm.running_tasks("everywhere")) == ["node-01", "node-02", "node-03"]
+        wait_until(lambda: logs(swarm, "everywhere").count("made-on-node-01") == 3, what="output from 3 nodes")
+    finally:
+        swarm.cli("service", "rm", "everywhere", check=False)
+        wait_until(lambda: not any(swarm.all_containers().values()), what="containers removed")
+        for node in ("node-01", "node-02", "node-03"):
+            swarm.lab.exec(node, ["docker", "rmi", "only:1"], check=False)
+
+
+def test_image_push_ships_a_local_image_to_every_node(swarm: Swarm) -> None:
+    docker(swarm, "node-01", "tag", BUSYBOX, "pushed:1")
+    env = {**os.environ, **swarm.env, "DOCKER_HOST": swarm.lab.node("node-01").docker_host}
+    try:
+        pushed = subprocess.run([PYSWARM, "image", "push", "pushed:1"], env=env, capture_output=True, text=True)
+        assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+        for node in ("node-02", "node-03"):
+            assert "pushed:1" in docker(swarm, node, "images", "--format", "{{.Repository}}:{{.Tag}}")
+    finally:
+        for node in ("node-01", "node-02", "node-03"):
+            swarm.lab.exec(node, ["docker", "rmi", "pushed:1"], check=False)
