@@ -182,8 +182,14 @@ class PyswarmCluster(Cluster):
         for name in self.workers():
             self.run(name, [PYSWARM, "swarm", "join", "--token", token, f"{self.addr}:2377"])
         config = json.loads(Path(self.env["PYSWARM_CONFIG"]).read_text())
+        from pyswarm.cli.client import tls_context
+
+        # The manager speaks TLS with the swarm's own CA: trust that CA, as the CLI does.
         self._http = httpx.Client(
-            base_url=config["host"], headers={"Authorization": f"Bearer {config['token']}"}, timeout=5.0
+            base_url=config["host"],
+            headers={"Authorization": f"Bearer {config['token']}"},
+            timeout=5.0,
+            verify=tls_context(config["ca"]),
         )
         self.wait_ready(self.engines.names)
 
