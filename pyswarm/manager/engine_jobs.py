@@ -125,15 +125,14 @@ class EngineJobs:
     def _start_one(self, link: NodeLink, task: Task, service: Service, hostname: str, queue: deque[Start]) -> bool:
         """One start, its outcome queued; False when the engine is unreachable (the rest waits for a retry)."""
         push = self.work.outcomes.append
+        node = self.state.nodes.get(link.node_id)
         try:
             spec = container_spec(service, task, self.state.cluster_id, self.template(service), hostname)
-            node = self.state.nodes.get(link.node_id)
             if node is not None and (service.spec.secrets or service.spec.configs):
                 spec = replace(spec, files=self.delivery.prepare(node, task, service))
             info = self._run(link, task, service, spec, hostname)
-        except DeliveryFailed as exc:
-            push(StartOutcome(task, TaskState.REJECTED, str(exc), None, True))
-        except ImageNotFound as exc:
+        except (DeliveryFailed, ImageNotFound) as exc:
+            self.delivery.remove(node, task.id)  # no container will use them
             push(StartOutcome(task, TaskState.REJECTED, str(exc), None, True))
         except EngineUnreachable as exc:
             # The node may be going down: back to assigned, the heartbeat decides, and we retry.
@@ -149,6 +148,7 @@ class EngineJobs:
         except Exception as exc:  # EngineError, or a driver bug: the task fails, the worker lives on
             if not isinstance(exc, EngineError):
                 log.exception("starting task %s on %s", task.id, hostname)
+            self.delivery.remove(node, task.id)
             push(StartOutcome(task, TaskState.FAILED, str(exc) or type(exc).__name__, None, True))
         else:
             push(StartOutcome(task, TaskState.RUNNING, "started", info, True))
