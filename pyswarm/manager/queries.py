@@ -197,6 +197,8 @@ class ClusterReader:
         node = self.state.nodes.get(task.node_id)
         name = task_name(service, task) if service is not None else task.id[:12]
         copy = replace(task, host_ports=dict(task.host_ports))
+        if service is not None and service.spec.mode.is_job and task.state is TaskState.COMPLETE:
+            copy.desired_state = TaskState.COMPLETE  # docker shows a job's finished task as wanted Complete
         return TaskView(copy, name, node.hostname if node else "")
 
 

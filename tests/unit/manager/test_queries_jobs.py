@@ -38,3 +38,20 @@ def test_a_service_counts_no_completions() -> None:
     snapshot = Snapshot(nodes={"n1": node}, services={"job": service}, tasks={t.id: t for t in tasks})
     view = ClusterReader(ClusterState(snapshot), "127.0.0.1:2377", lambda: 5.0).service("job")
     assert (view.running, view.desired, view.completed) == (1, 2, 0)
+
+
+def test_a_jobs_finished_task_is_shown_wanted_complete_a_services_is_not() -> None:
+    job = Service(id="job", spec=ServiceSpec(name="job", image="busybox", mode=ServiceMode.REPLICATED_JOB, replicas=2))
+    web = Service(id="web", spec=ServiceSpec(name="web", image="nginx"))
+    node = Node(id="n1", hostname="node-1", engine_url="", addr="", status=NodeStatus.READY)
+    tasks = [
+        _task(1, 1, TaskState.COMPLETE, 1),
+        _task(2, 2, TaskState.RUNNING, 1),
+        Task(id="w1", service_id="web", slot=1, node_id="n1", state=TaskState.COMPLETE),
+    ]
+    snapshot = Snapshot(nodes={"n1": node}, services={"job": job, "web": web}, tasks={t.id: t for t in tasks})
+    state = ClusterState(snapshot)
+    reader = ClusterReader(state, "127.0.0.1:2377", lambda: 5.0)
+    shown = {view.task.id: view.task.desired_state for view in reader.tasks()}
+    assert shown == {"t1": TaskState.COMPLETE, "t2": TaskState.RUNNING, "w1": TaskState.RUNNING}
+    assert state.tasks["t1"].desired_state is TaskState.RUNNING  # only the view says so
