@@ -18,6 +18,7 @@ from pyswarm.cli.container_flags import (
     updated_container_settings,
 )
 from pyswarm.cli.converge import converge
+from pyswarm.cli.registry_auth import registry_auth_header
 from pyswarm.cli.render import console, print_tasks, short, table
 from pyswarm.cli.service_pretty import pretty_service
 from pyswarm.cli.spec_update import UpdateFlags, since_time, updated_spec, whole_number
@@ -101,11 +102,23 @@ def _warn(answer: dict[str, Any]) -> None:
         click.echo(printable(warning), err=True)
 
 
-_no_resolve_image = click.option(
-    "--no-resolve-image",
-    is_flag=True,
-    help="Do not query the registry to resolve the image's digest.",
-)
+def _image_options(func: Any) -> Any:
+    func = click.option(
+        "--with-registry-auth", is_flag=True, help="Send registry authentication details to swarm agents."
+    )(func)
+    return click.option(
+        "--no-resolve-image", is_flag=True, help="Do not query the registry to resolve the image's digest."
+    )(func)
+
+
+def _image_params(image: str, no_resolve_image: bool, with_registry_auth: bool) -> dict[str, Any]:
+    """The request's query and headers for --no-resolve-image and --with-registry-auth."""
+    headers = {}
+    if with_registry_auth:
+        header = registry_auth_header(image, os.environ)
+        if header is not None:
+            headers["X-Registry-Auth"] = header
+    return {"params": {"resolve_image": not no_resolve_image}, "headers": headers}
 
 
 def _env_file_lines(path: str) -> list[str]:
@@ -142,7 +155,7 @@ def _int(text: str, what: str) -> int:
     show_default=True,
 )
 @_with_options(_create_options + SHARED_OPTIONS + CREATE_OPTIONS)
-@_no_resolve_image
+@_image_options
 @click.option("--timeout", default="120s", show_default=True, help="How long to wait for convergence without -d.")
 @click.argument("image")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
@@ -156,6 +169,7 @@ def service_create(
     command: tuple[str, ...],
     env_file: tuple[str, ...],
     no_resolve_image: bool,
+    with_registry_auth: bool,
     **flags: Any,
 ) -> None:
     """Create a new service."""
@@ -177,11 +191,12 @@ def service_create(
         spec = updated_container_settings(
             updated_spec(spec, UpdateFlags(**flags)), replace(container, env_file_lines=lines)
         )
+        request = _image_params(spec["image"], no_resolve_image, with_registry_auth)
     except parse.SpecError as exc:
         fail(str(exc))
     wait = _parsed(parse.duration, timeout)  # before anything is created
     api = Api()
-    created = api.post("/services", spec, params={"resolve_image": not no_resolve_image})
+    created = api.post("/services", spec, **request)
     _warn(created)
     click.echo(created["id"])
     if not detach:
@@ -273,7 +288,7 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
 
 @service.command("update")
 @_with_options(_create_options + SHARED_OPTIONS + UPDATE_OPTIONS)
-@_no_resolve_image
+@_image_options
 @click.option("--image", default=None, help="Service image tag.")
 @click.option("--env-add", multiple=True, help="Add or update an environment variable.")
 @click.option("--env-rm", multiple=True, help="Remove an environment variable.")
@@ -286,7 +301,9 @@ def service_inspect(pretty: bool, refs: tuple[str, ...]) -> None:
 @click.option("--force", is_flag=True, help="Force update even if no changes require it (replaces every task).")
 @click.option("--timeout", default="120s", show_default=True, help="How long to wait for convergence without -d.")
 @click.argument("ref")
-def service_update(detach: bool, quiet: bool, timeout: str, ref: str, no_resolve_image: bool, **flags: Any) -> None:
+def service_update(
+    detach: bool, quiet: bool, timeout: str, ref: str, no_resolve_image: bool, with_registry_auth: bool, **flags: Any
+) -> None:
     """Update a service."""
     wait = _parsed(parse.duration, timeout)  # before anything is changed
     api = Api()
@@ -294,12 +311,13 @@ def service_update(detach: bool, quiet: bool, timeout: str, ref: str, no_resolve
     try:
         container = ContainerFlags.take(flags)
         spec = updated_container_settings(updated_spec(current["spec"], UpdateFlags(**flags)), container)
+        request = _image_params(spec["image"], no_resolve_image, with_registry_auth)
     except parse.SpecError as exc:
         fail(str(exc))
     updated = api.post(
         f"/services/{_path(ref)}/update",
         {"version": current["version"], "spec": spec},
-        params={"resolve_image": not no_resolve_image},
+        **request,
     )
     _warn(updated)
     click.echo(spec["name"])

@@ -93,6 +93,7 @@ class Manager:
         self.services = ServiceCommands(
             state, work, self.store, settings.listen_port, self._with_file_ids, self.images.resolve
         )
+        self.images.registry_auth = self.services.registry_auth
         manager_addr = f"{settings.advertise_addr}:{settings.listen_port}"
         self.read = ClusterReader(state, manager_addr, self.heartbeat.period)
         self.logs = ServiceLogs(state, self.links, self.connector)

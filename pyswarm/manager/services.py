@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,7 +40,10 @@ class ServiceCommands:
         store: StateStore,
         listen_port: int,
         bind_files: Callable[[ServiceSpec], ServiceSpec] = lambda spec: spec,
-        resolve_image: Callable[[str], tuple[str, str | None]] = lambda image: (image, None),
+        resolve_image: Callable[[str, dict[str, str] | None], tuple[str, str | None]] = lambda image, auth: (
+            image,
+            None,
+        ),
     ) -> None:
         self.state = state
         self.work = work
@@ -51,7 +55,9 @@ class ServiceCommands:
         self.resolve_image = resolve_image
         self._node_ports_cache: tuple[tuple[int, int] | None, dict[int, str]] = (None, {})
 
-    def pinned(self, spec: ServiceSpec, ref: str | None = None) -> tuple[ServiceSpec, list[str]]:
+    def pinned(
+        self, spec: ServiceSpec, ref: str | None = None, auth: dict[str, str] | None = None
+    ) -> tuple[ServiceSpec, list[str]]:
         """The spec with its image pinned to a digest, as swarm does on create and on an update that changes
         the image (ref: the service updated); the warnings to show the user. Not under the lock: it asks
         engines."""
@@ -59,13 +65,16 @@ class ServiceCommands:
             with self.state.lock:
                 if self.state.find_service(ref).spec.image == spec.image:
                     return spec, []
-        image, warning = self.resolve_image(spec.image)
+        image, warning = self.resolve_image(spec.image, auth)
         return replace(spec, image=image), [warning] if warning else []
 
-    def create(self, spec: ServiceSpec) -> Service:
+    def create(self, spec: ServiceSpec, registry_auth: dict[str, str] | None = None) -> Service:
+        """registry_auth: --with-registry-auth's credentials, kept sealed for the nodes' pulls."""
         with self.state.lock:
             self._check(spec, None)
-            service = Service(id=new_id(), spec=self.bind_files(spec))
+            service_id = new_id()
+            sealed = self._sealed(registry_auth, service_id)
+            service = Service(id=service_id, spec=self.bind_files(spec), registry_auth=sealed)
             self.store.write(services=[service])  # durable before we answer
             self.state.services[service.id] = service
             self.state.tasks_by_service[service.id] = {}
@@ -73,7 +82,8 @@ class ServiceCommands:
         self.work.notify()
         return service
 
-    def update(self, ref: str, spec: ServiceSpec, version: int) -> Service:
+    def update(self, ref: str, spec: ServiceSpec, version: int, registry_auth: dict[str, str] | None = None) -> Service:
+        """registry_auth replaces the credentials kept for the service; None keeps them, as docker does."""
         with self.state.lock:
             current = self.state.find_service(ref)
             if version != current.version:
@@ -86,7 +96,14 @@ class ServiceCommands:
             if spec.mode is not current.spec.mode:
                 raise Invalid("a service's mode cannot be changed")
             self._check(spec, current.id)
-            updated = replace(current, spec=self.bind_files(spec), version=current.version + 1, updated_at=time.time())
+            sealed = self._sealed(registry_auth, current.id) if registry_auth else current.registry_auth
+            updated = replace(
+                current,
+                spec=self.bind_files(spec),
+                version=current.version + 1,
+                updated_at=time.time(),
+                registry_auth=sealed,
+            )
             self.store.write(services=[updated])
             self.state.services[current.id] = updated
             self.work.dirty_services.add(current.id)
@@ -112,6 +129,15 @@ class ServiceCommands:
             self.work.schedule_again = True
         self.work.notify()
         return service
+
+    def registry_auth(self, service: Service) -> dict[str, str] | None:
+        """The credentials kept for the service's pulls, or None."""
+        if not service.registry_auth:
+            return None
+        return dict(json.loads(self.store.unseal(service.registry_auth, service.id)))
+
+    def _sealed(self, registry_auth: dict[str, str] | None, service_id: str) -> str:
+        return self.store.seal(json.dumps(registry_auth).encode(), service_id) if registry_auth else ""
 
     def _check(self, spec: ServiceSpec, service_id: str | None) -> None:
         try:

@@ -272,6 +272,8 @@ class Service:
     id: str
     spec: ServiceSpec
     version: int = 1
+    # --with-registry-auth: the client's registry credentials, sealed by the store (never shown, never logged).
+    registry_auth: str = field(default="", repr=False)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
 

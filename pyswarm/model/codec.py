@@ -264,6 +264,7 @@ def service_to_dict(service: Service) -> dict[str, Any]:
         "created_at": service.created_at,
         "updated_at": service.updated_at,
         "spec": spec_to_dict(service.spec, stored=True),
+        "registry_auth": service.registry_auth,
     }
 
 
@@ -274,6 +275,7 @@ def service_from_dict(data: dict[str, Any]) -> Service:
         version=int(data["version"]),
         created_at=float(data["created_at"]),
         updated_at=float(data["updated_at"]),
+        registry_auth=str(data.get("registry_auth", "")),
     )
 
 

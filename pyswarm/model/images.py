@@ -7,6 +7,9 @@ image ("nginx:latest@sha256:..."). An image ID ("sha256:<64 hex>") is a referenc
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import re
 from dataclasses import dataclass
 
@@ -96,3 +99,21 @@ class ImageInfo:
     tags: tuple[str, ...] = ()  # nginx:latest
     digests: tuple[str, ...] = ()  # repository digests, nginx@sha256:...: only images that came from a registry
     size: int = 0
+
+
+_AUTH_KEYS = {"username", "password", "serveraddress", "email", "identitytoken", "registrytoken", "auth"}
+
+
+def registry_auth_from_header(text: str) -> dict[str, str]:
+    """An X-Registry-Auth header (base64 of docker's AuthConfig JSON) as a dict; ValueError when malformed.
+    The message never quotes the value."""
+    try:
+        padded = text + "=" * (-len(text) % 4)
+        data = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise ValueError("X-Registry-Auth is not base64 of a JSON object") from None
+    if not isinstance(data, dict) or not set(data) <= _AUTH_KEYS:
+        raise ValueError(f"X-Registry-Auth holds other keys than {sorted(_AUTH_KEYS)}")
+    if not all(isinstance(value, str) and len(value) <= 4096 and "\x00" not in value for value in data.values()):
+        raise ValueError("X-Registry-Auth's values are strings of at most 4096 characters")
+    return {key: value for key, value in data.items() if value}

@@ -64,4 +64,10 @@ class StateStore(Protocol):
     def write_task_rows(self, rows: list[Any], deleted: list[str]) -> None:
         """Write tasks encoded by encode_task and delete tasks by ID."""
 
+    def seal(self, data: bytes, object_id: str) -> str:
+        """data encrypted under this store's key, bound to object_id, as text (registry credentials)."""
+
+    def unseal(self, sealed: str, object_id: str) -> bytes:
+        """What seal() was given; StoreError when the key or the text is not the one it was sealed with."""
+
     def close(self) -> None: ...

@@ -14,6 +14,8 @@ they are created when a file lacks them (an older release ignores them).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import itertools
 import json
@@ -380,6 +382,16 @@ class SqliteStore:
     def _delete_tasks(self, ids: list[str]) -> None:
         for start, size in _statement_sizes(len(ids), self.rows_per_statement * 16):
             self._db.execute(_delete_tasks(size), ids[start : start + size])
+
+    def seal(self, data: bytes, object_id: str) -> str:
+        return base64.b64encode(self._cipher.encrypt(data, object_id)).decode()
+
+    def unseal(self, sealed: str, object_id: str) -> bytes:
+        try:
+            blob = base64.b64decode(sealed, validate=True)
+        except binascii.Error:
+            raise StoreError(f"{object_id}'s sealed data in the state file is corrupt") from None
+        return self._cipher.decrypt(blob, object_id)
 
     def close(self) -> None:
         with self._lock:

@@ -364,9 +364,16 @@ def test_the_input_is_not_modified_and_shares_nothing_mutable_with_the_result() 
 
 
 def test_every_spec_flag_of_service_update_is_a_field_of_update_flags() -> None:
-    """The command builds ContainerFlags and UpdateFlags from its parameters minus its own four: each
+    """The command builds ContainerFlags and UpdateFlags from its parameters minus its own: each
     parameter lands in exactly one of them (the file-read --env-file lines are create's only)."""
-    params = {param.name for param in service_update.params} - {"detach", "quiet", "timeout", "ref", "no_resolve_image"}
+    params = {param.name for param in service_update.params} - {
+        "detach",
+        "quiet",
+        "timeout",
+        "ref",
+        "no_resolve_image",
+        "with_registry_auth",
+    }
     container = {field.name for field in dataclasses.fields(ContainerFlags)} - {"env_file_lines"}
     update = {field.name for field in dataclasses.fields(UpdateFlags)}
     assert not container & update

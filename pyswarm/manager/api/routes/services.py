@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Header, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
@@ -11,7 +11,9 @@ from pyswarm.manager.api.errors import documented
 from pyswarm.manager.api.requests import ServiceUpdateIn, SpecIn
 from pyswarm.manager.api.responses import IdOut, ServiceOut, TaskOut, TextStream, service_out, task_out
 from pyswarm.manager.api.routes.nodes import Ref
+from pyswarm.manager.errors import Invalid
 from pyswarm.manager.logs import LogOptions, LogStreamsBusy
+from pyswarm.model.images import registry_auth_from_header
 
 router = APIRouter()
 
@@ -23,12 +25,29 @@ def services(_: Client, read: Reader) -> list[ServiceOut]:
 
 # docker's --no-resolve-image: keep the image's tag instead of pinning it to a digest.
 ResolveImage = Annotated[bool, Query(description="pin the image's tag to its digest, as swarm does")]
+# docker's --with-registry-auth: the client's credentials for the image's registry, kept sealed for the pulls.
+RegistryAuth = Annotated[
+    str | None,
+    Header(alias="X-Registry-Auth", max_length=16384, description="base64 of docker's AuthConfig JSON"),
+]
+
+
+def _registry_auth(header: str | None) -> dict[str, str] | None:
+    if header is None:
+        return None
+    try:
+        return registry_auth_from_header(header) or None
+    except ValueError as exc:
+        raise Invalid(str(exc)) from None
 
 
 @router.post("/services", response_model=IdOut, status_code=201, responses=documented(400, 409))
-def service_create(body: SpecIn, _: Client, commands: Services, resolve_image: ResolveImage = True) -> IdOut:
-    spec, warnings = commands.pinned(body.to_spec()) if resolve_image else (body.to_spec(), [])
-    return IdOut(id=commands.create(spec).id, warnings=warnings)
+def service_create(
+    body: SpecIn, _: Client, commands: Services, resolve_image: ResolveImage = True, auth: RegistryAuth = None
+) -> IdOut:
+    registry_auth = _registry_auth(auth)
+    spec, warnings = commands.pinned(body.to_spec(), auth=registry_auth) if resolve_image else (body.to_spec(), [])
+    return IdOut(id=commands.create(spec, registry_auth).id, warnings=warnings)
 
 
 @router.get("/services/{ref}", response_model=ServiceOut, responses=documented(404, 409))
@@ -38,10 +57,18 @@ def service_get(ref: Ref, _: Client, read: Reader) -> ServiceOut:
 
 @router.post("/services/{ref}/update", response_model=ServiceOut, responses=documented(400, 404, 409))
 def service_update(
-    ref: Ref, body: ServiceUpdateIn, _: Client, commands: Services, read: Reader, resolve_image: ResolveImage = True
+    ref: Ref,
+    body: ServiceUpdateIn,
+    _: Client,
+    commands: Services,
+    read: Reader,
+    resolve_image: ResolveImage = True,
+    auth: RegistryAuth = None,
 ) -> ServiceOut:
-    spec, warnings = commands.pinned(body.spec.to_spec(), ref) if resolve_image else (body.spec.to_spec(), [])
-    updated = commands.update(ref, spec, body.version)
+    registry_auth = _registry_auth(auth)
+    spec = body.spec.to_spec()
+    spec, warnings = commands.pinned(spec, ref, registry_auth) if resolve_image else (spec, [])
+    updated = commands.update(ref, spec, body.version, registry_auth)
     return service_out(read.service_view(updated)).model_copy(update={"warnings": warnings})
 
 

@@ -111,3 +111,33 @@ def test_create_update_and_stale_version(manager: Manager) -> None:
     assert api.get("/services/nope").status_code == 404
     assert api.delete("/services/nope").status_code == 404
     assert api.get("/nodes/nope").status_code == 404
+
+
+def test_registry_auth_is_kept_sealed_and_reaches_the_nodes_pulls(manager: Manager) -> None:
+    import base64
+    import json as json_module
+
+    api = client(manager)
+    secret = "hunter2-registry"
+    header = base64.urlsafe_b64encode(
+        json_module.dumps({"username": "me", "password": secret, "serveraddress": "registry.lab"}).encode()
+    ).decode()
+    spec = {"name": "app", "image": "registry.lab/app:1", "replicas": 0}
+    created = api.post("/services", json=spec, headers={"X-Registry-Auth": header}, params={"resolve_image": False})
+    assert created.status_code == 201, created.text
+    service = manager.state.services[created.json()["id"]]
+    assert secret not in service.registry_auth  # sealed, in the state as in the store
+    assert secret not in api.get(f"/services/{service.id}").text
+    assert manager.images.registry_auth(service) == {
+        "username": "me", "password": secret, "serveraddress": "registry.lab",
+    }  # fmt: skip
+    stored = b"".join(p.read_bytes() for p in manager.settings.data_dir.rglob("state.db*"))
+    assert secret.encode() not in stored
+    # An update without credentials keeps them; a malformed header is refused without being echoed.
+    current = api.get(f"/services/{service.id}").json()
+    updated = api.post(f"/services/{service.id}/update", json={"version": current["version"], "spec": current["spec"]})
+    assert updated.status_code == 200, updated.text
+    assert manager.images.registry_auth(manager.state.services[service.id]) is not None
+    refused = api.post("/services", json={**spec, "name": "bad"}, headers={"X-Registry-Auth": "%%"})
+    assert refused.status_code == 400 and "%%" not in refused.text
+    assert [s.spec.name for s in manager.state.services.values()] == ["app"]
