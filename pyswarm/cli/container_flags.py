@@ -85,8 +85,9 @@ SHARED_OPTIONS = [
     _opt("-w", "--workdir", default=None, help="Working directory inside the container."),
     _opt("-u", "--user", default=None, help="Username or UID (format: <name|uid>[:<group|gid>])."),
     _opt("--hostname", default=None, help="Container hostname (templates: {{.Service.Name}}, {{.Task.Slot}}, ...)."),
-    _opt("--init", is_flag=True, default=None, help="Use an init inside each service container."),
-    _opt("--read-only", is_flag=True, default=None, help="Mount the container's root filesystem as read only."),
+    # The --no- forms turn them off again on update (docker spells that --read-only=false).
+    _opt("--init/--no-init", default=None, help="Use an init inside each service container."),
+    _opt("--read-only/--no-read-only", default=None, help="Mount the container's root filesystem as read only."),
     _opt("--cap-add", multiple=True, help="Add Linux capabilities."),
     _opt("--cap-drop", multiple=True, help="Drop Linux capabilities."),
     _opt("--log-driver", default=None, help="Logging driver for service."),
@@ -165,12 +166,12 @@ def updated_container_settings(spec: dict[str, Any], flags: ContainerFlags) -> d
     )
     new["healthcheck"] = container_settings_to_dict(_spec_with(new, healthcheck=health))["healthcheck"]
     if flags.env_file_lines:
-        env = [
-            e
-            for e in new.get("env", [])
-            if e.split("=", 1)[0] not in {x.split("=", 1)[0] for x in flags.env_file_lines}
-        ]
-        new["env"] = [*env, *(parse.env(line) for line in flags.env_file_lines)]
+        # docker reads the files first: a variable given with --env wins over the file's.
+        given = {e.split("=", 1)[0] for e in new.get("env", [])}
+        from_files: dict[str, str] = {}
+        for line in flags.env_file_lines:
+            from_files[line.split("=", 1)[0]] = parse.env(line)
+        new["env"] = [line for key, line in from_files.items() if key not in given] + list(new.get("env", []))
     pc.check_container_settings(_spec_with(new))
     return new
 

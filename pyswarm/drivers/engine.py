@@ -202,7 +202,8 @@ class DockerEngine(DockerImages):
         with contextlib.suppress(_NotFound):
             self._call(self.api.stop, container_id, timeout=stop_timeout)
         with contextlib.suppress(_NotFound):
-            self._call(self.api.remove_container, container_id, force=True)
+            # v: its anonymous volumes go with it (an image's VOLUME, a --mount without source), as swarm's do.
+            self._call(self.api.remove_container, container_id, force=True, v=True)
 
     def events(self, cluster_id: str, since: float | None) -> Iterator[ContainerEvent]:
         filters = {"type": "container", "event": list(WATCHED_EVENTS), "label": [f"{LABEL_CLUSTER_ID}={cluster_id}"]}

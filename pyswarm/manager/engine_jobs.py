@@ -210,7 +210,8 @@ class EngineJobs:
         link = self.links.get(task.node_id)
         if link is not None and task.container_id and task.container_id not in self.work.removing:
             self.work.removing.add(task.container_id)
-            self.executor.submit(link, self.remove_container, task.node_id, task.container_id, task.id)
+            if not self.executor.submit(link, self.remove_container, task.node_id, task.container_id, task.id):
+                self.work.removing.discard(task.container_id)  # the link is stopping: a resync removes it later
 
     def queue_stop(self, task: Task) -> None:
         """Stop a failed task's container and keep it, for its logs (lock held)."""
@@ -228,6 +229,11 @@ class EngineJobs:
             self.connector.drop_engine(link)
         except EngineError as exc:
             log.warning("stopping container %s on %s failed: %s", container_id[:12], node_id[:12], exc)
+
+    def _has_files(self, task_id: str) -> bool:
+        task = self.state.tasks.get(task_id)
+        service = self.state.services.get(task.service_id) if task is not None else None
+        return service is not None and bool(service.spec.secrets or service.spec.configs)
 
     def queue_container_removal(self, link: NodeLink, container_id: str, task_id: str) -> None:
         """Remove a container that no task of this node wants (lock held)."""
@@ -253,7 +259,7 @@ class EngineJobs:
                 self.work.removing.discard(container_id)
                 if task_id in self.state.tasks:
                     self.work.attention.add(task_id)  # a failed removal is retried by a later pass
-        self.delivery.remove(self.state.nodes.get(node_id), task_id)
+        self.delivery.remove(self.state.nodes.get(node_id), task_id, self._has_files(task_id))
         with self.state.lock:
             task = self.state.tasks.get(task_id)
             if task is not None and task.container_id == container_id and not task.state.terminal:

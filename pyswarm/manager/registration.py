@@ -256,7 +256,7 @@ class Registration:
                     node = self._record_new(info, engine_url, addr, role)
                     secret, stale = self.credentials.node_secret(node.id), None
                 else:
-                    secret, stale = self._record_rejoin(node, engine_url, addr, role)
+                    secret, stale = self._record_rejoin(node, info, engine_url, addr, role)
                 self.links.start(node)
                 self.transitions.node_changed(node.id)
         if stale is not None:
@@ -283,10 +283,13 @@ class Registration:
         self.state.nodes[node.id] = node
         return node
 
-    def _record_rejoin(self, node: Node, engine_url: str, addr: str, role: NodeRole) -> tuple[str, NodeLink | None]:
-        """A re-join of a known engine: refresh its address, keep its identity. Returns its secret, and its old
-        link when the URL changed (that one pings the old URL)."""
+    def _record_rejoin(
+        self, node: Node, info: EngineInfo, engine_url: str, addr: str, role: NodeRole
+    ) -> tuple[str, NodeLink | None]:
+        """A re-join of a known engine: refresh its address and totals, keep its identity. Returns its secret, and
+        its old link when the URL changed (that one pings the old URL)."""
         node.engine_url, node.addr = engine_url, addr
+        node.engine_version, node.nano_cpus, node.memory_bytes = info.version, info.ncpu * 10**9, info.memory
         node.role = role if not node.leader else node.role
         node.status_message = ""  # it left, but is back: the heartbeat may mark it Ready again
         node.updated_at = time.time()

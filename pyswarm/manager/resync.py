@@ -104,6 +104,11 @@ class Resync:
         if not stray and task is not None and task.state.terminal and container.status != "running":
             return False  # an ended task's container, kept for its logs until the task leaves the history
         unwanted = task is not None and (task.desired_state is not TaskState.RUNNING or task.state.terminal)
+        if not stray and not unwanted and task is not None and container.status in ("exited", "dead"):
+            self.transitions.container_exited(task, container.exit_code)  # a missed die: kept for its logs
+            return True
+        if not stray and not unwanted and container.status == "paused":
+            return False  # someone paused it (docker pause): it has not ended
         if stray or unwanted or container.status != "running":
             failed = False
             if task is not None and not stray and task.desired_state is TaskState.RUNNING and not task.state.terminal:

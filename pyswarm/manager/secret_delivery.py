@@ -60,13 +60,14 @@ class SecretDelivery:
             self._written.add(task.id)
         return tuple(FileMount(host_path=path, target=target) for path, target in zip(paths, targets, strict=True))
 
-    def remove(self, node: Node | None, task_id: str) -> None:
-        """The task's container is gone: its files go too (a failure is logged; a node's reboot clears a tmpfs)."""
+    def remove(self, node: Node | None, task_id: str, has_files: bool = False) -> None:
+        """The task's container is gone: its files go too (a failure is logged; a node's reboot clears a tmpfs).
+        has_files: its service gives it files (so they may have been written by an earlier manager)."""
         with self._lock:
-            if task_id not in self._written:
+            if task_id not in self._written and not has_files:
                 return
             self._written.discard(task_id)
-        if node is None:
+        if node is None or not task_id:
             return
         try:
             remove_task_files(self._host(node), task_id, self.base)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import posixpath
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -17,6 +18,21 @@ from pyswarm.manager.store import StateStore
 from pyswarm.manager.worklist import WorkList
 from pyswarm.model import PublishMode, Service, ServiceMode, ServiceSpec, TaskState
 from pyswarm.model.parse import SpecError, check_port_conflicts
+
+
+def _targets_checked(spec: ServiceSpec) -> ServiceSpec:
+    """No two of the spec's mounts, secrets and configs at one path in the container: the engine would refuse
+    every task ("Duplicate mount point") and the service would restart forever."""
+    seen: dict[str, str] = {}
+    paths = [(m.target, f"mount {m.target}") for m in spec.mounts]
+    paths += [(posixpath.join("/run/secrets", r.target), f"secret {r.name}") for r in spec.secrets]
+    paths += [(r.target, f"config {r.name}") for r in spec.configs]
+    for path, what in paths:
+        path = posixpath.normpath(path)
+        if path in seen:
+            raise Invalid(f"{seen[path]} and {what} have a conflicting target: {path!r}")
+        seen[path] = what
+    return spec
 
 
 @functools.lru_cache(maxsize=16384)  # every create checks every node's URL: at thousands of nodes, parse once
@@ -74,7 +90,7 @@ class ServiceCommands:
             self._check(spec, None)
             service_id = new_id()
             sealed = self._sealed(registry_auth, service_id)
-            service = Service(id=service_id, spec=self.bind_files(spec), registry_auth=sealed)
+            service = Service(id=service_id, spec=_targets_checked(self.bind_files(spec)), registry_auth=sealed)
             self.store.write(services=[service])  # durable before we answer
             self.state.services[service.id] = service
             self.state.tasks_by_service[service.id] = {}
@@ -99,7 +115,7 @@ class ServiceCommands:
             sealed = self._sealed(registry_auth, current.id) if registry_auth else current.registry_auth
             updated = replace(
                 current,
-                spec=self.bind_files(spec),
+                spec=_targets_checked(self.bind_files(spec)),
                 version=current.version + 1,
                 updated_at=time.time(),
                 registry_auth=sealed,

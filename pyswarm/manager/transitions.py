@@ -27,9 +27,14 @@ WAITING_FOR_HEALTH = "starting: waiting for the health check"
 
 def resume_unfinished_starts(tasks: Iterable[Task]) -> None:
     """Starts that the previous manager did not finish are started again: the container name is the task's,
-    so a container it did create is adopted, never duplicated."""
+    so a container it did create is adopted, never duplicated. A task with a container (started, waiting for
+    its health check) is left to the resync, which judges the container as it is."""
     for task in tasks:
-        if task.desired_state is TaskState.RUNNING and task.state in (TaskState.PREPARING, TaskState.STARTING):
+        if (
+            task.desired_state is TaskState.RUNNING
+            and task.state in (TaskState.PREPARING, TaskState.STARTING)
+            and not task.container_id
+        ):
             task.state = TaskState.ASSIGNED
 
 
@@ -111,7 +116,7 @@ class Transitions:
             task.host_ports = dict(info.host_ports)
             task.container_addr = info.container_addr
             task.error = ""
-            if state is TaskState.RUNNING and info.health == "starting":
+            if state is TaskState.RUNNING and info.health in ("starting", "unhealthy"):
                 state, message = TaskState.STARTING, WAITING_FOR_HEALTH  # running once healthy
         if state in (TaskState.REJECTED, TaskState.FAILED):
             task.error = message
@@ -127,10 +132,8 @@ class Transitions:
         work = self.work
         work.inflight.discard(task.id)
         early = work.early_events.pop(task.id, None) if work.early_events else None
-        if early is not None and task.container_id == early.container_id and task.state is TaskState.RUNNING:
-            self.container_ended(task, early)  # it died before its start was recorded
-        elif early is not None and task.container_id == early.container_id and task.state is TaskState.STARTING:
-            self._early_event(task, early)
+        if early is not None and task.container_id == early.container_id and not task.state.terminal:
+            self._early_event(task, early)  # it died, or its health changed, before its start was recorded
         if (
             task.state is TaskState.RUNNING
             and task.desired_state is TaskState.RUNNING
@@ -165,7 +168,7 @@ class Transitions:
     def _early_event(self, task: Task, event: ContainerEvent) -> None:
         if event.action == "health_status":
             self.container_health(task, event.health)
-        else:
+        elif task.state in (TaskState.RUNNING, TaskState.STARTING):
             self.container_ended(task, event)
 
     def container_health(self, task: Task, health: str) -> bool:

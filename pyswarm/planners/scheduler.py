@@ -175,8 +175,9 @@ class _ClusterState:
     def fits(self, service: Service, idx: int) -> bool:
         """Whether node `idx` has what a task of `service` reserves left."""
         res = service.spec.resources
-        if self.free is None or not _reserves(res):
-            return True
+        node = self.nodes[idx]
+        if self.free is None or not _reserves(res) or not (node.nano_cpus or node.memory_bytes):
+            return True  # a node whose totals are unknown (it joined before they were recorded) is not filtered
         cpus, memory = self.free[idx]
         return res.reserve_nano_cpus <= cpus and res.reserve_memory <= memory
 

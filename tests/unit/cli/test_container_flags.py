@@ -37,7 +37,7 @@ def test_create_flags_land_in_the_spec() -> None:
         dns_add=("10.0.0.2",),
         sysctl_add=("net.core.somaxconn=512",),
         ulimit_add=("nofile=100:200",),
-        env_file_lines=("A=1",),
+        env_file_lines=("A=1", "C=3"),
     )
     spec = spec_from_dict(updated_container_settings(current(env=("A=0", "B=2")), flags))
     assert spec.entrypoint == ("/bin/sh", "-c", "echo hi")
@@ -49,7 +49,7 @@ def test_create_flags_land_in_the_spec() -> None:
     assert spec.healthcheck is not None and spec.healthcheck.test == ("CMD-SHELL", "wget -q -O- localhost")
     assert [m.target for m in spec.mounts] == ["/data"]
     assert spec.dns == ("10.0.0.2",) and spec.sysctls == {"net.core.somaxconn": "512"}
-    assert spec.env == ("B=2", "A=1")  # the file's value replaces the one given before
+    assert spec.env == ("C=3", "A=0", "B=2")  # docker reads env files first: a variable given with --env wins
 
 
 def test_update_removes_then_adds_and_keeps_the_rest() -> None:

@@ -142,3 +142,26 @@ def test_a_resync_keeps_an_ended_tasks_container(cluster: Cluster) -> None:
     manager.resync.resync_node(task.node_id)
     time.sleep(0.3)  # a removal would be queued on the node's job queue: give it the time to run
     assert engine.state.containers[task.container_id].status == "exited"
+
+
+def test_a_missed_die_found_by_resync_keeps_the_container(cluster: Cluster) -> None:
+    manager = cluster.manager
+    manager.services.create(replace(CHECKED, healthcheck=None, restart_policy=RestartPolicy(RestartCondition.NONE)))
+    wait_until(lambda: cluster.running("web") == 1)
+    task = only_task(cluster)
+    engine = engine_of(cluster, task)
+    container = engine.state.containers[task.container_id]
+    engine.state.containers[task.container_id] = replace(container, status="exited", exit_code=3)  # no event
+    manager.resync.resync_node(task.node_id)
+    assert task.state is TaskState.FAILED and task.error == "task: non-zero exit (3)"
+    time.sleep(0.3)  # a removal would be queued on the node's job queue
+    assert engine.state.containers[task.container_id].status == "exited"
+
+
+def test_a_restart_leaves_a_task_waiting_for_its_health_check_to_the_resync() -> None:
+    from pyswarm.manager.transitions import resume_unfinished_starts
+
+    waiting = Task(id="a", service_id="s", slot=1, state=TaskState.STARTING, container_id="c1")
+    unfinished = Task(id="b", service_id="s", slot=2, state=TaskState.STARTING)
+    resume_unfinished_starts([waiting, unfinished])
+    assert (waiting.state, unfinished.state) == (TaskState.STARTING, TaskState.ASSIGNED)

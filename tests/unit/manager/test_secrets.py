@@ -181,3 +181,30 @@ def test_the_manager_has_both_and_a_restarted_one_finds_them(tmp_path: Path) -> 
         assert restarted.configs.inspect(config_id).data == b"server {}"
     finally:
         restarted.close()
+
+
+def test_targets_that_clash_across_mounts_secrets_and_configs_are_refused(tmp_path: Path) -> None:
+    from pyswarm.model import Mount, MountType
+
+    cluster = Cluster(tmp_path / "data", start=False)
+    try:
+        manager = cluster.manager
+        manager.secrets.create("x", b"1")
+        manager.configs.create("c", b"2")
+        clash = ServiceSpec(
+            name="app",
+            image="busybox",
+            secrets=(FileReference("x", "x"),),
+            configs=(FileReference("c", "/run/secrets/x"),),
+        )
+        with pytest.raises(Invalid, match="secret x and config c have a conflicting target: '/run/secrets/x'"):
+            manager.services.create(clash)
+        mounted = ServiceSpec(
+            name="app", image="busybox", mounts=(Mount(MountType.TMPFS, "/etc/site"),),
+            configs=(FileReference("c", "/etc/site"),),
+        )  # fmt: skip
+        with pytest.raises(Invalid, match="conflicting target"):
+            manager.services.create(mounted)
+        assert not manager.state.services
+    finally:
+        cluster.close()

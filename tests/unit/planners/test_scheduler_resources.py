@@ -70,7 +70,7 @@ def test_services_without_reservations_ignore_capacity() -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(
-    capacities=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 16)), min_size=1, max_size=6),
+    capacities=st.lists(st.tuples(st.integers(1, 8), st.integers(0, 16)), min_size=1, max_size=6),  # known totals
     wants=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 6), st.integers(1, 6)), min_size=1, max_size=4),
 )
 def test_no_node_is_ever_overcommitted(capacities: list[tuple[int, int]], wants: list[tuple[int, int, int]]) -> None:
@@ -94,3 +94,10 @@ def test_no_node_is_ever_overcommitted(capacities: list[tuple[int, int]], wants:
     for reason in result.unplaceable.values():
         assert "insufficient resources" in reason, reason
     assert set(result.assignments) | set(result.unplaceable) == set(by_id)
+
+
+def test_a_node_whose_totals_are_unknown_is_not_filtered() -> None:
+    """Nodes that joined before their totals were recorded (0, 0) take reservations rather than none."""
+    db = service("db", 2, memory=GIB)
+    result = schedule(pending(db, 2), {"db": db}, [node(1, cpus=0, memory=0)], [])
+    assert len(result.assignments) == 2 and result.unplaceable == {}
