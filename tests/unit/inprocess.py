@@ -185,6 +185,7 @@ class ApiServer:
             log_level="debug" if logged else "warning",
             log_config=None if logged else uvicorn.config.LOGGING_CONFIG,
             access_log=logged,
+            timeout_graceful_shutdown=1,  # a client's idle keep-alive connection must not hold a test 10 s
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
