@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pyswarm.model import Node, Service, Task, TaskState
-from pyswarm.planners.plan import REASON_DUPLICATE, REASON_SUPERSEDED, NodeCheck, ReconcilePlan
+from pyswarm.planners.plan import REASON_DUPLICATE, REASON_SUPERSEDED, NodeCheck, ReconcilePlan, slot_task
 from pyswarm.planners.restart_policy import SELF_ENDED, restart_time, slot_history_limit
 from pyswarm.planners.task_digest import task_spec_digest
 
@@ -97,21 +97,8 @@ class _JobPlanner:
         self.plan.shutdown.setdefault(task.id, reason)
 
     def create(self, slot: _JobSlot) -> None:
-        now = self.now
         self.plan.create.append(
-            Task(
-                id=self.new_task_id(),
-                service_id=self.service.id,
-                slot=0 if self.is_global else int(slot.key),
-                node_id=str(slot.key) if self.is_global else "",
-                desired_state=TaskState.RUNNING,
-                state=TaskState.PENDING,
-                spec_version=self.version,
-                spec_digest=self.digest,
-                created_at=now,
-                updated_at=now,
-                state_changed_at=now,
-            )
+            slot_task(self.new_task_id(), self.service.id, slot.key, self.version, self.digest, self.now)
         )
         slot.created = True
 

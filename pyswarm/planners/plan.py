@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from pyswarm.model import Availability, Constraint, Node, NodeStatus, Task
+from pyswarm.model import Availability, Constraint, Node, NodeStatus, Task, TaskState
 from pyswarm.planners.constraints import node_matches
 
 REASON_SCALE_DOWN = "scale down"
@@ -78,3 +78,21 @@ class NodeCheck:
         """Ready, active and satisfying the constraints."""
         node = self.nodes.get(node_id)
         return node is not None and node.schedulable and self.problem(node_id) is None
+
+
+def slot_task(task_id: str, service_id: str, key: int | str, version: int, digest: str, now: float) -> Task:
+    """A slot's new task, pending: key is the slot number (replicated) or the node id (global)."""
+    is_global = isinstance(key, str)
+    return Task(
+        id=task_id,
+        service_id=service_id,
+        slot=0 if is_global else int(key),
+        node_id=str(key) if is_global else "",
+        desired_state=TaskState.RUNNING,
+        state=TaskState.PENDING,
+        spec_version=version,
+        spec_digest=digest,
+        created_at=now,
+        updated_at=now,
+        state_changed_at=now,
+    )

@@ -64,6 +64,7 @@ from pyswarm.planners.plan import (
     REASON_UPDATE,
     NodeCheck,
     ReconcilePlan,
+    slot_task,
 )
 from pyswarm.planners.restart_policy import SELF_ENDED, restart_time, slot_history_limit
 from pyswarm.planners.scale_down import scale_down_choice
@@ -142,21 +143,8 @@ class _Planner:
         self.plan.shutdown.setdefault(task.id, reason)
 
     def create(self, slot: _Slot) -> None:
-        now = self.now
         self.plan.create.append(
-            Task(
-                id=self.new_task_id(),
-                service_id=self.service.id,
-                slot=0 if self.is_global else int(slot.key),
-                node_id=str(slot.key) if self.is_global else "",
-                desired_state=TaskState.RUNNING,
-                state=TaskState.PENDING,
-                spec_version=self.service.version,
-                spec_digest=self.digest,
-                created_at=now,
-                updated_at=now,
-                state_changed_at=now,
-            )
+            slot_task(self.new_task_id(), self.service.id, slot.key, self.service.version, self.digest, self.now)
         )
         slot.created = True
 
