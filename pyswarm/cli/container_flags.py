@@ -17,9 +17,14 @@ from typing import Any
 
 import click
 
-from pyswarm.model import Resources, ServiceSpec, parse
+from pyswarm.model import ServiceSpec, parse
 from pyswarm.model import parse_container as pc
-from pyswarm.model.codec import container_settings_from_dict, container_settings_to_dict, mount_to_dict
+from pyswarm.model.codec import (
+    container_settings_from_dict,
+    container_settings_to_dict,
+    mount_to_dict,
+    resources_to_dict,
+)
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ def updated_container_settings(spec: dict[str, Any], flags: ContainerFlags) -> d
     _scalars(new, flags)
     _lists(new, flags)
     res = container_settings_from_dict(new)["resources"]
-    new["resources"] = _resources_dict(
+    new["resources"] = resources_to_dict(
         pc.resources(
             flags.limit_cpu, flags.limit_memory, flags.limit_pids, flags.reserve_cpu, flags.reserve_memory, res
         )
@@ -186,16 +191,6 @@ def _spec_with(data: dict[str, Any], **changes: Any) -> ServiceSpec:
     settings = container_settings_from_dict(data)
     settings.update(changes)
     return ServiceSpec(name="x", image="x", **settings)
-
-
-def _resources_dict(res: Resources) -> dict[str, int]:
-    return {
-        "limit_nano_cpus": res.limit_nano_cpus,
-        "limit_memory": res.limit_memory,
-        "limit_pids": res.limit_pids,
-        "reserve_nano_cpus": res.reserve_nano_cpus,
-        "reserve_memory": res.reserve_memory,
-    }
 
 
 def _scalars(new: dict[str, Any], flags: ContainerFlags) -> None:

@@ -8,6 +8,7 @@ earlier releases.
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 from pyswarm.model import (
@@ -69,7 +70,6 @@ def spec_to_dict(spec: ServiceSpec, *, stored: bool = False) -> dict[str, Any]:
 
 def container_settings_to_dict(spec: ServiceSpec) -> dict[str, Any]:
     """The spec's job and container settings, as the API and the store both show them."""
-    res = spec.resources
     health = spec.healthcheck
     return {
         "max_concurrent": spec.max_concurrent,
@@ -90,13 +90,7 @@ def container_settings_to_dict(spec: ServiceSpec) -> dict[str, Any]:
         "log_opts": dict(spec.log_opts),
         "stop_signal": spec.stop_signal,
         "mounts": [mount_to_dict(m) for m in spec.mounts],
-        "resources": {
-            "limit_nano_cpus": res.limit_nano_cpus,
-            "limit_memory": res.limit_memory,
-            "limit_pids": res.limit_pids,
-            "reserve_nano_cpus": res.reserve_nano_cpus,
-            "reserve_memory": res.reserve_memory,
-        },
+        "resources": resources_to_dict(spec.resources),
         "healthcheck": None
         if health is None
         else {
@@ -109,6 +103,10 @@ def container_settings_to_dict(spec: ServiceSpec) -> dict[str, Any]:
         "secrets": [file_reference_to_dict(r) for r in spec.secrets],
         "configs": [file_reference_to_dict(r) for r in spec.configs],
     }
+
+
+def resources_to_dict(res: Resources) -> dict[str, int]:
+    return {f.name: int(getattr(res, f.name)) for f in fields(Resources)}
 
 
 def mount_to_dict(m: Mount) -> dict[str, Any]:
@@ -182,7 +180,7 @@ def container_settings_from_dict(data: dict[str, Any]) -> dict[str, Any]:
         "log_opts": dict(data.get("log_opts") or {}),
         "stop_signal": str(data.get("stop_signal", "")),
         "mounts": tuple(mount_from_dict(m) for m in data.get("mounts") or ()),
-        "resources": Resources(**{key: int(res.get(key, 0)) for key in _RESOURCE_KEYS}),
+        "resources": Resources(**{f.name: int(res.get(f.name, 0)) for f in fields(Resources)}),
         "healthcheck": None
         if health is None
         else HealthCheck(
@@ -195,9 +193,6 @@ def container_settings_from_dict(data: dict[str, Any]) -> dict[str, Any]:
         "secrets": tuple(file_reference_from_dict(r) for r in data.get("secrets") or ()),
         "configs": tuple(file_reference_from_dict(r) for r in data.get("configs") or ()),
     }
-
-
-_RESOURCE_KEYS = ("limit_nano_cpus", "limit_memory", "limit_pids", "reserve_nano_cpus", "reserve_memory")
 
 
 def spec_from_dict(data: dict[str, Any]) -> ServiceSpec:
