@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import posixpath
 import threading
 from collections.abc import Callable
 
@@ -17,9 +16,9 @@ from pyswarm.drivers.host import HostError, HostRunner, host_for_url
 from pyswarm.drivers.host.task_files import DEFAULT_BASE, remove_task_files, task_files, write_task_files
 from pyswarm.manager.state import ClusterState
 from pyswarm.model import FileMount, FileReference, Node, Service, Task
+from pyswarm.model.secret import mount_path
 
 log = logging.getLogger("pyswarm.manager")
-SECRETS_DIR = "/run/secrets"
 
 
 class DeliveryFailed(Exception):
@@ -50,7 +49,9 @@ class SecretDelivery:
         with self.state.lock:
             items = [(ref, self._data(ref, "secret")) for ref in spec.secrets]
             items += [(ref, self._data(ref, "config")) for ref in spec.configs]
-        targets = [_secret_target(ref) for ref in spec.secrets] + [ref.target for ref in spec.configs]
+        targets = [mount_path(ref, "secret") for ref in spec.secrets] + [
+            mount_path(ref, "config") for ref in spec.configs
+        ]
         try:
             paths = write_task_files(self._host(node), task.id, task_files(items), self.base, mount=self.mount)
         except (HostError, ValueError) as exc:
@@ -103,7 +104,3 @@ class SecretDelivery:
         if host is not None:
             with contextlib.suppress(Exception):
                 host.close()
-
-
-def _secret_target(ref: FileReference) -> str:
-    return ref.target if ref.target.startswith("/") else posixpath.join(SECRETS_DIR, ref.target)

@@ -18,6 +18,7 @@ from pyswarm.manager.store import StateStore
 from pyswarm.manager.worklist import WorkList
 from pyswarm.model import PublishMode, Service, ServiceMode, ServiceSpec, TaskState
 from pyswarm.model.parse import SpecError, check_port_conflicts
+from pyswarm.model.secret import mount_path
 
 
 def _targets_checked(spec: ServiceSpec) -> ServiceSpec:
@@ -25,8 +26,8 @@ def _targets_checked(spec: ServiceSpec) -> ServiceSpec:
     every task ("Duplicate mount point") and the service would restart forever."""
     seen: dict[str, str] = {}
     paths = [(m.target, f"mount {m.target}") for m in spec.mounts]
-    paths += [(posixpath.join("/run/secrets", r.target), f"secret {r.name}") for r in spec.secrets]
-    paths += [(r.target, f"config {r.name}") for r in spec.configs]
+    paths += [(mount_path(r, "secret"), f"secret {r.name}") for r in spec.secrets]
+    paths += [(mount_path(r, "config"), f"config {r.name}") for r in spec.configs]
     for path, what in paths:
         path = posixpath.normpath(path)
         if path in seen:

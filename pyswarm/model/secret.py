@@ -122,6 +122,11 @@ def file_target(target: str, name: str, kind: Kind) -> str:
     return secret_target(target, name) if kind == "secret" else config_target(target, name)
 
 
+def mount_path(ref: FileReference, kind: Kind) -> str:
+    """Where the file appears in the container: a secret's target is under /run/secrets/, a config's is its own."""
+    return posixpath.join(SECRETS_DIR, ref.target) if kind == "secret" else ref.target
+
+
 def secret_target(target: str, name: str) -> str:
     """The file's path under /run/secrets/ (relative; the name by default). An absolute target must be under
     /run/secrets/: it is kept relative to it."""
